@@ -1,0 +1,26 @@
+"""flask-mailchimp-sync: keep a Flask shop's customers and consignors in Mailchimp."""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .exceptions import (
+    ConfigurationError,
+    InvalidApiKeyError,
+    MailchimpSyncError,
+    StoredKeyUnreadableError,
+)
+from .extension import DEFAULT_CONFIG, MailchimpSync, get_extension
+from .sources import Contact, ContactSource
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ConfigurationError",
+    "Contact",
+    "ContactSource",
+    "InvalidApiKeyError",
+    "MailchimpSync",
+    "MailchimpSyncError",
+    "StoredKeyUnreadableError",
+    "__version__",
+    "get_extension",
+]

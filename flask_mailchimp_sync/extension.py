@@ -1,0 +1,140 @@
+"""The extension object a host registers: :class:`MailchimpSync`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app
+from flask_sqlalchemy import SQLAlchemy
+
+from .models import Models, models_for
+from .sources import ContactSource, FieldSpec, MergeFieldsSpec
+from .store import SettingsStore
+
+EXTENSION_KEY = "mailchimp_sync"
+
+#: Every config key the extension reads, with its default. Documented in the README.
+DEFAULT_CONFIG: Mapping[str, Any] = {
+    # Base URL of the Mailchimp API; None means https://<dc>.api.mailchimp.com/3.0/.
+    "MAILCHIMP_SYNC_API_URL": None,
+    # Fernet key for the API key at rest; None derives one from SECRET_KEY.
+    "MAILCHIMP_SYNC_ENCRYPTION_KEY": None,
+    # Seconds any single Mailchimp call may take before it is abandoned.
+    "MAILCHIMP_SYNC_TIMEOUT": 30.0,
+}
+
+
+@dataclass
+class _AppState:
+    """What the extension keeps per app, in ``app.extensions["mailchimp_sync"]``."""
+
+    extension: MailchimpSync
+
+
+class MailchimpSync:
+    """Keeps a Flask shop's contacts in Mailchimp.
+
+    ::
+
+        db = SQLAlchemy()
+        mailchimp = MailchimpSync(db=db)
+        mailchimp.add_source(Customer, role="customer", email="email",
+                             marketing="accepts_marketing")
+
+        def create_app():
+            app = Flask(__name__)
+            db.init_app(app)
+            mailchimp.init_app(app)
+            return app
+
+    :param app: register on this app right away (otherwise call :meth:`init_app`).
+    :param db: the host's Flask-SQLAlchemy object; the extension's tables join its
+        metadata and its writes join the host's session.
+    """
+
+    def __init__(self, app: Flask | None = None, *, db: SQLAlchemy) -> None:
+        if not isinstance(db, SQLAlchemy):
+            raise TypeError("MailchimpSync(db=...) takes the host's flask_sqlalchemy.SQLAlchemy.")
+        self.db = db
+        self.models: Models = models_for(db)
+        self.sources: list[ContactSource] = []
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Register the extension on *app*: config defaults, state and the CLI."""
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "MailchimpSync is already registered on this app; call init_app once per app."
+            )
+        for key, value in DEFAULT_CONFIG.items():
+            app.config.setdefault(key, value)
+        app.extensions[EXTENSION_KEY] = _AppState(extension=self)
+
+        from .cli import mailchimp_cli
+
+        app.cli.add_command(mailchimp_cli)
+
+    def add_source(
+        self,
+        model: type,
+        *,
+        role: str,
+        email: FieldSpec,
+        marketing: FieldSpec,
+        first_name: FieldSpec | None = None,
+        last_name: FieldSpec | None = None,
+        merge_fields: MergeFieldsSpec | None = None,
+    ) -> ContactSource:
+        """Register *model*'s rows as contacts of *role* (``"customer"``, ``"consignor"``...).
+
+        Each field is an attribute name (dotted paths follow relationships), a SQL
+        expression or a callable taking the instance; see :mod:`.sources`.
+        *merge_fields* is a callable returning extra Mailchimp merge fields.
+        """
+        source = ContactSource(
+            model,
+            role=role,
+            email=email,
+            marketing=marketing,
+            first_name=first_name,
+            last_name=last_name,
+            merge_fields=merge_fields,
+        )
+        if any(existing.name == source.name for existing in self.sources):
+            raise ValueError(f"{model.__name__} is already registered for role {role!r}.")
+        self.sources.append(source)
+        return source
+
+    @property
+    def roles(self) -> list[str]:
+        """Every registered role, in registration order."""
+        return list(dict.fromkeys(source.role for source in self.sources))
+
+    def sources_for(self, role: str) -> list[ContactSource]:
+        return [source for source in self.sources if source.role == role]
+
+    def settings_store(self) -> SettingsStore:
+        """Settings for the current app (needs an app context)."""
+        state = _state(current_app)
+        if state.extension is not self:
+            raise RuntimeError("The current app is registered with another MailchimpSync object.")
+        return SettingsStore(self.models, self.db.session(), current_app.config)
+
+
+def _state(app: Flask) -> _AppState:
+    try:
+        state: _AppState = app.extensions[EXTENSION_KEY]
+    except KeyError:
+        raise RuntimeError(
+            f"MailchimpSync is not registered on the app {app.name!r}. Call "
+            "mailchimp.init_app(app) (or pass the app to MailchimpSync) before using it."
+        ) from None
+    return state
+
+
+def get_extension(app: Flask | None = None) -> MailchimpSync:
+    """The :class:`MailchimpSync` registered on *app* (default: the current app)."""
+    return _state(app if app is not None else current_app).extension

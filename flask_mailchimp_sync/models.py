@@ -1,0 +1,192 @@
+# The classes are built at run time on the host's db.Model, which mypy cannot follow.
+# mypy: disable-error-code="has-type,attr-defined"
+"""The extension's tables, created in the host's database through the host's ``db``.
+
+The classes are defined against the host's :class:`~flask_sqlalchemy.SQLAlchemy`
+object when the extension is constructed (never at import), so they share the host's
+metadata, migrations and session: a plugin write joins the host's transaction. Every
+table name starts with ``mailchimp_sync_``.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from flask_sqlalchemy import SQLAlchemy
+
+#: Every row belongs to a store; one store for now. Multi-store hosts add more keys later
+#: without touching the sync, which reads settings only through this key.
+DEFAULT_STORE = "default"
+
+#: The life of a sync run.
+RUN_STATES = ("queued", "running", "done", "failed")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Models:
+    """The model classes bound to one host ``db``."""
+
+    Settings: Any
+    RoleAudience: Any
+    ContactState: Any
+    SyncRun: Any
+    SyncRunItem: Any
+
+
+_models_by_db: weakref.WeakKeyDictionary[SQLAlchemy, Models] = weakref.WeakKeyDictionary()
+
+
+def models_for(db: SQLAlchemy) -> Models:
+    """Return the extension's models for *db*, defining them on first use.
+
+    Cached per ``db`` because a table can be declared only once in a metadata.
+    """
+    if db not in _models_by_db:
+        _models_by_db[db] = _define(db)
+    return _models_by_db[db]
+
+
+def _define(db: SQLAlchemy) -> Models:
+    # Class names carry a Mailchimp prefix because they join the host's registry, where a
+    # plain "Settings" could clash with a host model of that name in string look-ups.
+    Timestamp = sa.DateTime(timezone=True)
+
+    class MailchimpSettings(db.Model):  # type: ignore[name-defined]
+        """The connected Mailchimp account and the shop's options, one row per store."""
+
+        __tablename__ = "mailchimp_sync_settings"
+
+        id = sa.Column(sa.Integer, primary_key=True)
+        store = sa.Column(sa.String(64), nullable=False, unique=True, default=DEFAULT_STORE)
+        #: Fernet token of the API key (see crypto.py); never the key itself.
+        api_key_encrypted = sa.Column(sa.Text)
+        data_center = sa.Column(sa.String(16))
+        account_id = sa.Column(sa.String(64))
+        account_name = sa.Column(sa.String(255))
+        connected_at = sa.Column(Timestamp)
+        double_opt_in = sa.Column(sa.Boolean, nullable=False, default=False)
+        realtime = sa.Column(sa.Boolean, nullable=False, default=True)
+        audiences = db.relationship(
+            lambda: MailchimpRoleAudience,
+            back_populates="settings",
+            cascade="all, delete-orphan",
+            order_by=lambda: MailchimpRoleAudience.role,
+        )
+
+        @property
+        def is_connected(self) -> bool:
+            return bool(self.api_key_encrypted)
+
+        @property
+        def masked_api_key(self) -> str | None:
+            return f"••••-{self.data_center}" if self.is_connected else None
+
+        def audience_for(self, role: str) -> Any:
+            return next((a for a in self.audiences if a.role == role), None)
+
+    class MailchimpRoleAudience(db.Model):  # type: ignore[name-defined]
+        """Which audience a role's contacts go to, and the tag that marks them there."""
+
+        __tablename__ = "mailchimp_sync_audiences"
+        __table_args__ = (sa.UniqueConstraint("settings_id", "role"),)
+
+        id = sa.Column(sa.Integer, primary_key=True)
+        settings_id = sa.Column(
+            sa.Integer, sa.ForeignKey("mailchimp_sync_settings.id"), nullable=False
+        )
+        role = sa.Column(sa.String(100), nullable=False)
+        audience_id = sa.Column(sa.String(32), nullable=False)
+        audience_name = sa.Column(sa.String(255))
+        tag = sa.Column(sa.String(100))
+        settings = db.relationship(lambda: MailchimpSettings, back_populates="audiences")
+
+    class MailchimpContactState(db.Model):  # type: ignore[name-defined]
+        """What the shop last sent to Mailchimp for one contact, and what Mailchimp said.
+
+        The fingerprint of the pushed data makes syncs incremental; the pushed email
+        lets an email change move the member instead of duplicating it.
+        """
+
+        __tablename__ = "mailchimp_sync_contacts"
+        __table_args__ = (
+            sa.UniqueConstraint("source", "contact_key"),
+            sa.Index("ix_mailchimp_sync_contacts_member", "audience_id", "subscriber_hash"),
+        )
+
+        id = sa.Column(sa.Integer, primary_key=True)
+        store = sa.Column(sa.String(64), nullable=False, default=DEFAULT_STORE)
+        source = sa.Column(sa.String(200), nullable=False)
+        contact_key = sa.Column(sa.String(64), nullable=False)
+        audience_id = sa.Column(sa.String(32), nullable=False)
+        email = sa.Column(sa.String(255), nullable=False)
+        subscriber_hash = sa.Column(sa.String(32), nullable=False)
+        fingerprint = sa.Column(sa.String(64))
+        #: subscribed, pending, unsubscribed, cleaned, archived, transactional.
+        mailchimp_status = sa.Column(sa.String(20))
+        status_changed_at = sa.Column(Timestamp)
+        last_pushed_at = sa.Column(Timestamp)
+        last_error = sa.Column(sa.Text)
+
+    class MailchimpSyncRun(db.Model):  # type: ignore[name-defined]
+        """One sync (or preview): its state, progress and outcome counts."""
+
+        __tablename__ = "mailchimp_sync_runs"
+
+        id = sa.Column(sa.Integer, primary_key=True)
+        store = sa.Column(sa.String(64), nullable=False, default=DEFAULT_STORE)
+        state = sa.Column(sa.String(16), nullable=False, default="queued")
+        role = sa.Column(sa.String(100))
+        dry_run = sa.Column(sa.Boolean, nullable=False, default=False)
+        full = sa.Column(sa.Boolean, nullable=False, default=False)
+        trigger = sa.Column(sa.String(32))
+        queued_at = sa.Column(Timestamp, nullable=False, default=utcnow)
+        started_at = sa.Column(Timestamp)
+        finished_at = sa.Column(Timestamp)
+        total = sa.Column(sa.Integer, nullable=False, default=0)
+        processed = sa.Column(sa.Integer, nullable=False, default=0)
+        added = sa.Column(sa.Integer, nullable=False, default=0)
+        updated = sa.Column(sa.Integer, nullable=False, default=0)
+        archived = sa.Column(sa.Integer, nullable=False, default=0)
+        unchanged = sa.Column(sa.Integer, nullable=False, default=0)
+        blocked = sa.Column(sa.Integer, nullable=False, default=0)
+        skipped = sa.Column(sa.Integer, nullable=False, default=0)
+        failed = sa.Column(sa.Integer, nullable=False, default=0)
+        error = sa.Column(sa.Text)
+        items = db.relationship(
+            lambda: MailchimpSyncRunItem,
+            back_populates="run",
+            cascade="all, delete-orphan",
+            lazy="dynamic",
+        )
+
+    class MailchimpSyncRunItem(db.Model):  # type: ignore[name-defined]
+        """A contact a run skipped, found blocked or failed to send, and why."""
+
+        __tablename__ = "mailchimp_sync_run_items"
+
+        id = sa.Column(sa.Integer, primary_key=True)
+        run_id = sa.Column(
+            sa.Integer, sa.ForeignKey("mailchimp_sync_runs.id"), nullable=False, index=True
+        )
+        outcome = sa.Column(sa.String(16), nullable=False)
+        source = sa.Column(sa.String(200))
+        contact_key = sa.Column(sa.String(64))
+        email = sa.Column(sa.String(255))
+        reason = sa.Column(sa.Text, nullable=False)
+        run = db.relationship(lambda: MailchimpSyncRun, back_populates="items")
+
+    return Models(
+        Settings=MailchimpSettings,
+        RoleAudience=MailchimpRoleAudience,
+        ContactState=MailchimpContactState,
+        SyncRun=MailchimpSyncRun,
+        SyncRunItem=MailchimpSyncRunItem,
+    )

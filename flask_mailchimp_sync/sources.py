@@ -1,0 +1,209 @@
+"""How a host model becomes contacts.
+
+A host registers a model once, saying which role its rows play and how to read each
+field. Every field accepts one of three things, so that hosts of any shape fit:
+
+- a string: an attribute path on the model (``"email"``), which may follow
+  relationships (``"profile.accepts_marketing"``; related rows are loaded with one
+  extra query per chunk, not one per contact);
+- a SQL expression (a column, ``func.lower(Customer.email)``, a correlated
+  ``scalar_subquery()``, a hybrid property): evaluated by the database;
+- a callable taking the model instance (``lambda c: c.name.split()[0]``).
+
+Reading is streamed in primary-key order, a chunk at a time, so memory stays flat
+however many contacts a shop has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+from sqlalchemy.sql.elements import ColumnElement
+
+FieldSpec = str | ColumnElement[Any] | Callable[[Any], Any]
+MergeFieldsSpec = Callable[[Any], Mapping[str, Any]]
+
+#: Roles become Mailchimp tag names by default; Mailchimp caps a tag name at 100.
+MAX_ROLE_LENGTH = 100
+
+
+@dataclass(frozen=True)
+class Contact:
+    """One row of a host model, as Mailchimp will see it."""
+
+    source: str
+    role: str
+    key: str
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+    marketing: bool
+    merge_fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _Field:
+    """One way of reading a value from a row: attribute path, SQL expression or callable."""
+
+    def __init__(self, model: type, name: str, spec: FieldSpec) -> None:
+        self.name = name
+        self.label = f"mailchimp_sync_{name}"
+        self.path: tuple[str, ...] = ()
+        self.expression: ColumnElement[Any] | None = None
+        self.function: Callable[[Any], Any] | None = None
+        if isinstance(spec, str):
+            self.path = tuple(spec.split("."))
+            if not spec or not all(self.path) or not hasattr(model, self.path[0]):
+                raise ValueError(
+                    f"{model.__name__} has no attribute {spec!r} for the contact's {name}. "
+                    "Pass an attribute name, a SQL expression or a callable."
+                )
+        elif hasattr(spec, "__clause_element__") or isinstance(spec, ColumnElement):
+            self.expression = spec  # type: ignore[assignment]
+        elif callable(spec):
+            self.function = spec
+        else:
+            raise TypeError(
+                f"The contact's {name} must be an attribute name, a SQL expression or a "
+                f"callable, not {type(spec).__name__}."
+            )
+
+    def relationship_path(self) -> tuple[str, ...]:
+        """The relationship hops of an attribute path (all but its last segment)."""
+        return self.path[:-1]
+
+    def read(self, instance: Any, row: Any) -> Any:
+        if self.expression is not None:
+            return getattr(row, self.label)
+        if self.function is not None:
+            return self.function(instance)
+        value = instance
+        for attribute in self.path:
+            if value is None:
+                return None
+            value = getattr(value, attribute)
+        return value
+
+
+class ContactSource:
+    """A host model registered as contacts of one role.
+
+    Created by :meth:`MailchimpSync.add_source`; hosts rarely touch it directly.
+    """
+
+    def __init__(
+        self,
+        model: type,
+        *,
+        role: str,
+        email: FieldSpec,
+        marketing: FieldSpec,
+        first_name: FieldSpec | None = None,
+        last_name: FieldSpec | None = None,
+        merge_fields: MergeFieldsSpec | None = None,
+    ) -> None:
+        if not isinstance(role, str) or not role.strip() or len(role) > MAX_ROLE_LENGTH:
+            raise ValueError(
+                f"A source's role must be a non-blank name of at most {MAX_ROLE_LENGTH} "
+                f"characters, such as 'customer' or 'consignor'; got {role!r}."
+            )
+        if merge_fields is not None and not callable(merge_fields):
+            raise TypeError("merge_fields must be a callable taking the model instance.")
+        mapper: Any = sa.inspect(model, raiseerr=False)
+        if not isinstance(mapper, orm.Mapper):
+            raise TypeError(f"{model!r} is not a mapped SQLAlchemy model.")
+        if len(mapper.primary_key) != 1:
+            raise ValueError(
+                f"{model.__name__} must have a single-column primary key to be a contact "
+                "source; its rows are read in primary-key order."
+            )
+        self.model = model
+        self.role = role.strip()
+        self.name = f"{self.role}:{mapper.local_table.name}"  # type: ignore[attr-defined]
+        self._primary_key: str = mapper.get_property_by_column(mapper.primary_key[0]).key
+        self._merge_fields = merge_fields
+        self._fields = [
+            _Field(model, name, spec)
+            for name, spec in (
+                ("email", email),
+                ("marketing", marketing),
+                ("first_name", first_name),
+                ("last_name", last_name),
+            )
+            if spec is not None
+        ]
+
+    def __repr__(self) -> str:
+        return f"<ContactSource {self.name}>"
+
+    def _query(self) -> sa.Select[Any]:
+        columns = [f.expression.label(f.label) for f in self._fields if f.expression is not None]
+        query = sa.select(self.model, *columns)
+        loads = {f.relationship_path() for f in self._fields if f.relationship_path()}
+        for path in sorted(loads):
+            query = query.options(self._eager_load(path))
+        return query
+
+    def _eager_load(self, path: tuple[str, ...]) -> orm.strategy_options._AbstractLoad:
+        owner: Any = self.model
+        load: Any = None
+        for hop in path:
+            attribute = getattr(owner, hop)
+            load = orm.selectinload(attribute) if load is None else load.selectinload(attribute)
+            owner = attribute.property.mapper.class_
+        return load
+
+    def contact_from_row(self, instance: Any, row: Any = None) -> Contact:
+        """Read one contact from a model instance (and its query row, for SQL fields)."""
+        values = {f.name: f.read(instance, row) for f in self._fields}
+        extras = dict(self._merge_fields(instance) or {}) if self._merge_fields else {}
+        return Contact(
+            source=self.name,
+            role=self.role,
+            key=str(getattr(instance, self._primary_key)),
+            email=_text(values.get("email")),
+            first_name=_text(values.get("first_name")),
+            last_name=_text(values.get("last_name")),
+            marketing=_is_consent(values.get("marketing")),
+            merge_fields=extras,
+        )
+
+    def iter_contacts(self, session: orm.Session, *, chunk_size: int = 1000) -> Iterator[Contact]:
+        """Stream every contact, *chunk_size* rows per query, in primary-key order.
+
+        Keyset pagination (``WHERE pk > last``) keeps each query cheap at any depth, and
+        the session's identity map holds its rows only weakly, so a chunk is freed once
+        its contacts are consumed.
+        """
+        primary_key = getattr(self.model, self._primary_key)
+        query = self._query().order_by(primary_key).limit(chunk_size)
+        last_key = None
+        while True:
+            page = query if last_key is None else query.where(primary_key > last_key)
+            rows = session.execute(page).all()
+            for row in rows:
+                yield self.contact_from_row(row[0], row)
+            if len(rows) < chunk_size:
+                return
+            last_key = getattr(rows[-1][0], self._primary_key)
+
+    def get_contact(self, session: orm.Session, key: Any) -> Contact | None:
+        """Read the contact with primary key *key*, or ``None`` when it is gone."""
+        primary_key = getattr(self.model, self._primary_key)
+        row = session.execute(self._query().where(primary_key == key)).first()
+        return None if row is None else self.contact_from_row(row[0], row)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _is_consent(value: Any) -> bool:
+    # Only an explicit true is consent: NULL, a missing related row, "no" or "" are not.
+    return value is True or (isinstance(value, int) and value == 1)

@@ -1,0 +1,20 @@
+"""A local emulator of Mailchimp's Marketing API v3 (see :class:`MailchimpEmulator`)."""
+
+from __future__ import annotations
+
+from .errors import ApiError
+from .faults import KINDS as FAULT_KINDS
+from .faults import Faults
+from .server import MailchimpEmulator
+from .state import Account, Audience, EmulatorState, Member
+
+__all__ = [
+    "FAULT_KINDS",
+    "Account",
+    "ApiError",
+    "Audience",
+    "EmulatorState",
+    "Faults",
+    "MailchimpEmulator",
+    "Member",
+]
