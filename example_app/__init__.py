@@ -1,0 +1,66 @@
+"""Marigold Consignment: a small consignment shop that uses flask-mailchimp-sync.
+
+It registers the extension exactly as any host would, through its public API only.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask
+from flask_wtf import CSRFProtect
+
+from flask_mailchimp_sync import MailchimpSync
+
+from .models import Consignor, Customer, db
+
+csrf = CSRFProtect()
+mailchimp = MailchimpSync(db=db)
+
+# A consignor has a single name column: split it for Mailchimp's FNAME / LNAME.
+mailchimp.add_source(
+    Consignor,
+    role="consignor",
+    email="email",
+    marketing="marketing_opt_in",
+    first_name=lambda consignor: consignor.name.partition(" ")[0],
+    last_name=lambda consignor: consignor.name.partition(" ")[2],
+    merge_fields=lambda consignor: {"PHONE": consignor.phone or ""},
+)
+# A customer keeps the opt-in on a related preferences row.
+mailchimp.add_source(
+    Customer,
+    role="customer",
+    email="email",
+    marketing="preferences.accepts_marketing",
+    first_name="first_name",
+    last_name="last_name",
+)
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(
+        SECRET_KEY=os.environ.get("SHOP_SECRET_KEY", "marigold-demo-secret-change-me"),
+        SQLALCHEMY_DATABASE_URI=os.environ.get(
+            "SHOP_DATABASE_URL", "sqlite:///" + os.path.join(app.instance_path, "shop.db")
+        ),
+    )
+    app.config.update(config or {})
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    db.init_app(app)
+    csrf.init_app(app)
+    mailchimp.init_app(app)
+
+    from .auth import auth
+    from .views import shop
+
+    app.register_blueprint(auth)
+    app.register_blueprint(shop)
+
+    from .seed import seed_command
+
+    app.cli.add_command(seed_command)
+    return app
