@@ -24,7 +24,7 @@ class InvalidApiKeyError(MailchimpSyncError, ValueError):
     def __init__(self) -> None:
         super().__init__(
             "That is not a Mailchimp API key: a key is 32 hexadecimal characters, a dash "
-            "and the data center, like 0123456789abcdef0123456789abcdef-us6. Copy it from "
+            "and the data center, like a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6-us6. Copy it from "
             "Mailchimp under Profile > Extras > API keys."
         )
 

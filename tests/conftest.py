@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from example_app import create_app
+from example_app.models import db as shop_db
+from flask_mailchimp_sync.client import USER_AGENT
+from flask_mailchimp_sync.testing import MailchimpEmulator
+from flask_mailchimp_sync.testing.emulator import Account, Audience
+
+#: Every request body the plugin sent to an emulator during this test run; the spec
+#: conformance test (which runs last) holds each against Mailchimp's published schemas.
+PLUGIN_REQUESTS: list[dict[str, Any]] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
+
+
+def database_url(tmp_path: Any) -> str:
+    """SQLite in a temporary folder, or the database TEST_DATABASE_URL names."""
+    return os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path}/shop.db"
+
+
+@pytest.fixture
+def emulator() -> Iterator[MailchimpEmulator]:
+    with MailchimpEmulator() as mailchimp:
+        yield mailchimp
+    PLUGIN_REQUESTS.extend(
+        r for r in mailchimp.state.requests if r["user_agent"] == USER_AGENT and r["body"] is not None
+    )
+
+
+@dataclass
+class MailchimpAccount:
+    account: Account
+    consignors: Audience
+    customers: Audience
+
+    @property
+    def api_key(self) -> str:
+        return self.account.api_key
+
+
+@pytest.fixture
+def mailchimp_account(emulator: MailchimpEmulator) -> MailchimpAccount:
+    account, (consignors, customers) = emulator.add_account_with_audiences(
+        "Marigold Consignment", "Consignors", "Customers"
+    )
+    return MailchimpAccount(account, consignors, customers)
+
+
+@pytest.fixture
+def app(emulator: MailchimpEmulator, tmp_path: Any) -> Iterator[Flask]:
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test-secret",
+            "SQLALCHEMY_DATABASE_URI": database_url(tmp_path),
+            "MAILCHIMP_SYNC_API_URL": emulator.api_url,
+            "MAILCHIMP_SYNC_TIMEOUT": 2.0,
+        }
+    )
+    with app.app_context():
+        shop_db.create_all()
+        yield app
+        shop_db.session.remove()
+        shop_db.drop_all()
+
+
+@pytest.fixture
+def db(app: Flask) -> Any:
+    return shop_db
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> Any:
+    return app.test_cli_runner()
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or re.search(
+        r'name="csrf_token" value="([^"]+)"', html
+    )
+    assert match, "the page has no CSRF token"
+    return match.group(1)
+
+
+@pytest.fixture
+def staff_client(client: FlaskClient, db: Any) -> FlaskClient:
+    """A test client logged in as shop staff."""
+    from example_app.models import Staff
+
+    staff = Staff(email="staff@marigold.shop", name="Staff")
+    staff.set_password("pw")
+    db.session.add(staff)
+    db.session.commit()
+    token = csrf_token(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login", data={"email": "staff@marigold.shop", "password": "pw", "csrf_token": token}
+    )
+    assert response.status_code == 302
+    return client

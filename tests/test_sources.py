@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_mailchimp_sync import Contact, MailchimpSync
+from flask_mailchimp_sync.sources import ContactSource
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A host with three differently shaped contact models."""
+    db = SQLAlchemy()
+
+    class Consignor(db.Model):  # one full-name column, flag on the row
+        id = sa.Column(sa.Integer, primary_key=True)
+        name = sa.Column(sa.String(200))
+        email = sa.Column(sa.String(255))
+        opted_in = sa.Column(sa.Boolean)
+        phone = sa.Column(sa.String(40))
+
+    class Customer(db.Model):  # first/last names, flag on a related row
+        id = sa.Column(sa.Integer, primary_key=True)
+        first = sa.Column(sa.String(100))
+        last = sa.Column(sa.String(100))
+        email = sa.Column(sa.String(255))
+        prefs = db.relationship("Prefs", uselist=False)
+
+    class Prefs(db.Model):
+        customer_id = sa.Column(sa.ForeignKey("customer.id"), primary_key=True)
+        marketing = sa.Column(sa.Boolean, nullable=False)
+
+    class Buyer(db.Model):  # string primary key, no names at all
+        code = sa.Column(sa.String(20), primary_key=True)
+        mail = sa.Column(sa.String(255))
+
+    app = Flask("sources")
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path}/s.db"
+    db.init_app(app)
+    with app.app_context():
+        db.create_all()
+        yield db, Consignor, Customer, Prefs, Buyer
+
+
+def contacts(source: ContactSource, db, chunk_size: int = 1000) -> list[Contact]:
+    return list(source.iter_contacts(db.session, chunk_size=chunk_size))
+
+
+def test_single_full_name_column_split_by_callables(host):
+    db, Consignor, *_ = host
+    db.session.add_all(
+        [
+            Consignor(name="Ada Lovelace", email="ada@mailbox.shop", opted_in=True, phone="555"),
+            Consignor(name="Cher", email=" CHER@Mailbox.shop ", opted_in=False),
+        ]
+    )
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(
+        Consignor,
+        role="consignor",
+        email="email",
+        marketing="opted_in",
+        first_name=lambda c: c.name.partition(" ")[0],
+        last_name=lambda c: c.name.partition(" ")[2],
+        merge_fields=lambda c: {"PHONE": c.phone or ""},
+    )
+    ada, cher = contacts(source, db)
+    assert ada == Contact(
+        source="consignor:consignor",
+        role="consignor",
+        key="1",
+        email="ada@mailbox.shop",
+        first_name="Ada",
+        last_name="Lovelace",
+        marketing=True,
+        merge_fields={"PHONE": "555"},
+    )
+    assert (cher.first_name, cher.last_name, cher.marketing) == ("Cher", None, False)
+    assert cher.email == "CHER@Mailbox.shop"  # trimmed; normalising is the sync's job
+
+
+def test_flag_on_a_related_table_by_attribute_path(host):
+    db, _c, Customer, Prefs, _b = host
+    db.session.add_all(
+        [
+            Customer(first="Ben", last="Baker", email="ben@x.shop", prefs=Prefs(marketing=True)),
+            Customer(first="Cleo", last="Chen", email="cleo@x.shop", prefs=Prefs(marketing=False)),
+            Customer(first="Dev", last="Diaz", email="dev@x.shop"),  # no preferences row yet
+        ]
+    )
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(
+        Customer,
+        role="customer",
+        email="email",
+        marketing="prefs.marketing",
+        first_name="first",
+        last_name="last",
+    )
+    assert [(c.first_name, c.marketing) for c in contacts(source, db)] == [
+        ("Ben", True),
+        ("Cleo", False),
+        ("Dev", False),  # no row is not consent
+    ]
+
+
+def test_flag_on_a_related_table_by_correlated_subquery(host):
+    db, _c, Customer, Prefs, _b = host
+    db.session.add_all(
+        [
+            Customer(email="a@x.shop", prefs=Prefs(marketing=True)),
+            Customer(email="b@x.shop", prefs=Prefs(marketing=False)),
+        ]
+    )
+    db.session.commit()
+    flag = sa.select(Prefs.marketing).where(Prefs.customer_id == Customer.id).scalar_subquery()
+    source = MailchimpSync(db=db).add_source(
+        Customer, role="customer", email=sa.func.upper(Customer.email), marketing=flag
+    )
+    assert [(c.email, c.marketing) for c in contacts(source, db)] == [
+        ("A@X.SHOP", True),
+        ("B@X.SHOP", False),
+    ]
+
+
+def test_string_primary_keys_and_no_names(host):
+    db, *_, Buyer = host
+    db.session.add_all([Buyer(code="b-2", mail="two@x.shop"), Buyer(code="b-1", mail="")])
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(
+        Buyer, role="buyer", email="mail", marketing=lambda buyer: True
+    )
+    assert [(c.key, c.email, c.first_name) for c in contacts(source, db)] == [
+        ("b-1", None, None),
+        ("b-2", "two@x.shop", None),
+    ]
+
+
+@pytest.mark.parametrize("flag", [None, 0, "", "yes", "true", 2, 0.0])
+def test_only_an_explicit_true_is_consent(host, flag):
+    db, Consignor, *_ = host
+    db.session.add(Consignor(name="X", email="x@x.shop"))
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(
+        Consignor, role="consignor", email="email", marketing=lambda c: flag
+    )
+    assert contacts(source, db)[0].marketing is False
+
+
+def test_streams_in_chunks_with_one_query_per_chunk(host):
+    db, _c, Customer, Prefs, _b = host
+    db.session.add_all(
+        Customer(email=f"c{n}@x.shop", prefs=Prefs(marketing=n % 2 == 0)) for n in range(25)
+    )
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(
+        Customer, role="customer", email="email", marketing="prefs.marketing"
+    )
+    statements: list[str] = []
+    sa.event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    found = contacts(source, db, chunk_size=10)
+    assert [c.key for c in found] == [str(n) for n in range(1, 26)]
+    assert sum(c.marketing for c in found) == 13
+    # three chunks, each one query for customers and one for their preferences
+    assert len(statements) == 6
+
+
+def test_get_contact_reads_one_row(host):
+    db, Consignor, *_ = host
+    db.session.add(Consignor(name="Ada", email="ada@x.shop", opted_in=True))
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(
+        Consignor, role="consignor", email="email", marketing="opted_in"
+    )
+    assert source.get_contact(db.session, 1).email == "ada@x.shop"
+    assert source.get_contact(db.session, 2) is None
+
+
+def test_bad_registrations_say_what_is_wrong(host):
+    db, Consignor, Customer, Prefs, _b = host
+    mailchimp = MailchimpSync(db=db)
+    with pytest.raises(ValueError, match="no attribute 'mail'"):
+        mailchimp.add_source(Consignor, role="consignor", email="mail", marketing="opted_in")
+    with pytest.raises(TypeError, match="attribute name, a SQL expression or a callable"):
+        mailchimp.add_source(Consignor, role="consignor", email=42, marketing="opted_in")
+    with pytest.raises(ValueError, match="role"):
+        mailchimp.add_source(Consignor, role="  ", email="email", marketing="opted_in")
+    with pytest.raises(TypeError, match="not a mapped"):
+        mailchimp.add_source(dict, role="x", email="email", marketing="opted_in")
+    with pytest.raises(TypeError, match="merge_fields"):
+        mailchimp.add_source(
+            Consignor, role="consignor", email="email", marketing="opted_in", merge_fields={}
+        )
+    mailchimp.add_source(Consignor, role="consignor", email="email", marketing="opted_in")
+    with pytest.raises(ValueError, match="already registered"):
+        mailchimp.add_source(Consignor, role="consignor", email="email", marketing="opted_in")
+    mailchimp.add_source(Customer, role="customer", email="email", marketing="prefs.marketing")
+    assert mailchimp.roles == ["consignor", "customer"]
+
+
+def test_composite_primary_keys_are_refused(tmp_path):
+    db = SQLAlchemy()
+
+    class Pair(db.Model):
+        a = sa.Column(sa.Integer, primary_key=True)
+        b = sa.Column(sa.Integer, primary_key=True)
+        email = sa.Column(sa.String(255))
+
+    with pytest.raises(ValueError, match="single-column primary key"):
+        MailchimpSync(db=db).add_source(Pair, role="pair", email="email", marketing="email")
