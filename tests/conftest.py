@@ -35,7 +35,9 @@ def emulator() -> Iterator[MailchimpEmulator]:
     with MailchimpEmulator() as mailchimp:
         yield mailchimp
     PLUGIN_REQUESTS.extend(
-        r for r in mailchimp.state.requests if r["user_agent"] == USER_AGENT and r["body"] is not None
+        r
+        for r in mailchimp.state.requests
+        if r["user_agent"] == USER_AGENT and r["body"] is not None
     )
 
 

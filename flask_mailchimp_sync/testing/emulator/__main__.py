@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import socket
 import sys
 
 from .faults import Faults
@@ -26,17 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audience", action="append", default=[], help="an audience to create")
     args = parser.parse_args(argv)
 
-    port = args.port or _free_port()
-    emulator = MailchimpEmulator(
-        port=port, faults=Faults(latency=args.latency, error_rate=args.error_rate)
-    )
+    faults = Faults(latency=args.latency, error_rate=args.error_rate)
+    emulator = MailchimpEmulator(port=args.port, faults=faults).bind()
     account, audiences = emulator.add_account_with_audiences(
         args.account, *args.audience, api_key=args.api_key
     )
     print(
         json.dumps(
             {
-                "api_url": f"http://127.0.0.1:{port}/3.0/",
+                "api_url": emulator.api_url,
                 "api_key": account.api_key,
                 "audiences": {a.name: a.id for a in audiences},
             }
@@ -46,12 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         emulator.serve_forever()
     return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -54,13 +54,24 @@ class MailchimpEmulator:
         """What ``MAILCHIMP_SYNC_API_URL`` should be (with mailchimp3's trailing slash)."""
         return f"{self.url}/3.0/"
 
+    def bind(self) -> MailchimpEmulator:
+        """Open the listening socket (so ``url`` is known and connections queue up)."""
+        if self._server is None:
+            self._server = make_server(
+                self._host, self._port, self.wsgi_app, threaded=True, request_handler=_QuietHandler
+            )
+            self._server.daemon_threads = True  # type: ignore[attr-defined]
+        return self
+
     def start(self) -> MailchimpEmulator:
-        self._server = make_server(
-            self._host, self._port, self.wsgi_app, threaded=True, request_handler=_QuietHandler
-        )
-        self._server.daemon_threads = True  # type: ignore[attr-defined]
+        """Serve in a background thread."""
+        self.bind()
+        assert self._server is not None
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="mailchimp-emulator", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="mailchimp-emulator",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -73,9 +84,8 @@ class MailchimpEmulator:
 
     def serve_forever(self) -> None:
         """Serve in the calling thread (the process mode); Ctrl-C stops it."""
-        self._server = make_server(
-            self._host, self._port, self.wsgi_app, threaded=True, request_handler=_QuietHandler
-        )
+        self.bind()
+        assert self._server is not None
         try:
             self._server.serve_forever()
         finally:
