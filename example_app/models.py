@@ -47,7 +47,10 @@ class Customer(db.Model):  # type: ignore[name-defined]
     email = db.Column(db.String(255))
     created_at = db.Column(db.DateTime(timezone=True), default=lambda: datetime.now(UTC))
     preferences = db.relationship(
-        "CustomerPreferences", uselist=False, back_populates="customer", cascade="all, delete-orphan"
+        "CustomerPreferences",
+        uselist=False,
+        back_populates="customer",
+        cascade="all, delete-orphan",
     )
 
     @property

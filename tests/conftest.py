@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +15,7 @@ from flask_mailchimp_sync.client import USER_AGENT
 from flask_mailchimp_sync.testing import MailchimpEmulator
 from flask_mailchimp_sync.testing.emulator import Account, Audience
 
-#: Every request body the plugin sent to an emulator during this test run; the spec
-#: conformance test (which runs last) holds each against Mailchimp's published schemas.
-PLUGIN_REQUESTS: list[dict[str, Any]] = []
+from .helpers import PLUGIN_REQUESTS, csrf_token
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -73,14 +70,22 @@ def app(emulator: MailchimpEmulator, tmp_path: Any) -> Iterator[Flask]:
     )
     with app.app_context():
         shop_db.create_all()
-        yield app
+    yield app
+    with app.app_context():
         shop_db.session.remove()
         shop_db.drop_all()
 
 
 @pytest.fixture
-def db(app: Flask) -> Any:
-    return shop_db
+def db(app: Flask) -> Iterator[Any]:
+    """The shop's db, inside an app context for the whole test.
+
+    Tests that also make requests use ``with app.app_context()`` blocks instead: a
+    request would reuse a context held open here, and with it ``g`` (and a stale CSRF
+    token) from the previous request.
+    """
+    with app.app_context():
+        yield shop_db
 
 
 @pytest.fixture
@@ -93,26 +98,19 @@ def runner(app: Flask) -> Any:
     return app.test_cli_runner()
 
 
-def csrf_token(html: str) -> str:
-    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html) or re.search(
-        r'name="csrf_token" value="([^"]+)"', html
-    )
-    assert match, "the page has no CSRF token"
-    return match.group(1)
-
-
 @pytest.fixture
-def staff_client(client: FlaskClient, db: Any) -> FlaskClient:
+def staff_client(app: Flask, client: FlaskClient) -> FlaskClient:
     """A test client logged in as shop staff."""
     from example_app.models import Staff
 
-    staff = Staff(email="staff@marigold.shop", name="Staff")
-    staff.set_password("pw")
-    db.session.add(staff)
-    db.session.commit()
+    with app.app_context():
+        staff = Staff(email="tester@marigold.shop", name="Staff")
+        staff.set_password("pw")
+        shop_db.session.add(staff)
+        shop_db.session.commit()
     token = csrf_token(client.get("/login").get_data(as_text=True))
     response = client.post(
-        "/login", data={"email": "staff@marigold.shop", "password": "pw", "csrf_token": token}
+        "/login", data={"email": "tester@marigold.shop", "password": "pw", "csrf_token": token}
     )
     assert response.status_code == 302
     return client

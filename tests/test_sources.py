@@ -179,7 +179,7 @@ def test_get_contact_reads_one_row(host):
 
 
 def test_bad_registrations_say_what_is_wrong(host):
-    db, Consignor, Customer, Prefs, _b = host
+    db, Consignor, Customer, _Prefs, _b = host
     mailchimp = MailchimpSync(db=db)
     with pytest.raises(ValueError, match="no attribute 'mail'"):
         mailchimp.add_source(Consignor, role="consignor", email="mail", marketing="opted_in")
