@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import Flask
+from flask import Flask, g, redirect, request, url_for
 from flask_wtf import CSRFProtect
 
 from flask_mailchimp_sync import MailchimpSync
@@ -39,6 +39,14 @@ mailchimp.add_source(
 )
 
 
+@mailchimp.authorize
+def staff_only() -> Any:
+    """Only logged-in staff manage the integration; others are sent to log in."""
+    if g.get("staff") is None:
+        return redirect(url_for("auth.login", next=request.path))
+    return True
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(
@@ -46,6 +54,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         SQLALCHEMY_DATABASE_URI=os.environ.get(
             "SHOP_DATABASE_URL", "sqlite:///" + os.path.join(app.instance_path, "shop.db")
         ),
+        # The plugin's pages wear the shop's own layout.
+        MAILCHIMP_SYNC_BASE_TEMPLATE="shop/base.html",
     )
     app.config.update(config or {})
     os.makedirs(app.instance_path, exist_ok=True)

@@ -6,6 +6,8 @@ developer's terminal or in front of shop staff. None of them ever contains an AP
 
 from __future__ import annotations
 
+from werkzeug.exceptions import Forbidden
+
 
 class MailchimpSyncError(Exception):
     """Base class of every error raised by flask-mailchimp-sync."""
@@ -38,3 +40,62 @@ class StoredKeyUnreadableError(ConfigurationError):
             "MAILCHIMP_SYNC_ENCRYPTION_KEY changed since it was saved. Restore the old "
             "secret, or connect the Mailchimp account again."
         )
+
+
+class MailchimpApiError(MailchimpSyncError):
+    """Mailchimp answered a call with an error.
+
+    :attr:`status` is the HTTP status (0 when there was no answer at all), :attr:`title`
+    and :attr:`detail` Mailchimp's own words when it gave any.
+    """
+
+    def __init__(self, message: str, *, status: int = 0, title: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+
+class MailchimpKeyRejectedError(MailchimpApiError):
+    """Mailchimp refused the API key (401)."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(
+            "Mailchimp rejected this API key. Check that it was copied whole and has not been "
+            "revoked (Mailchimp: Profile > Extras > API keys).",
+            status=401,
+            title="API Key Invalid",
+            detail=detail,
+        )
+
+
+class MailchimpUnreachableError(MailchimpApiError):
+    """No answer from Mailchimp: a timeout or a network failure."""
+
+
+class AudienceNotFoundError(MailchimpApiError):
+    """The account has no audience with the given ID."""
+
+    def __init__(self, audience_id: str) -> None:
+        super().__init__(
+            f"This Mailchimp account has no audience with the ID {audience_id!r}. Pick one "
+            "from the list, or copy the ID from the audience's Settings > Audience name and "
+            "defaults page.",
+            status=404,
+            title="Resource Not Found",
+        )
+        self.audience_id = audience_id
+
+
+class AccessNotConfigured(Forbidden):
+    """The host registered no authorization check, so the staff pages stay closed."""
+
+    description = (
+        "The Mailchimp pages are closed until the app says who may use them. Register a "
+        "check with the extension's authorize decorator, e.g. @mailchimp.authorize on a "
+        "function that returns True for shop staff (README: 'Protecting the pages')."
+    )
+
+
+class AccessDenied(Forbidden):
+    description = "You are not allowed to manage the Mailchimp integration."

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
+from .exceptions import AccessDenied, AccessNotConfigured
 from .models import Models, models_for
 from .sources import ContactSource, FieldSpec, MergeFieldsSpec
 from .store import SettingsStore
@@ -23,6 +24,10 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "MAILCHIMP_SYNC_ENCRYPTION_KEY": None,
     # Seconds any single Mailchimp call may take before it is abandoned.
     "MAILCHIMP_SYNC_TIMEOUT": 30.0,
+    # Where the staff page lives in the host app.
+    "MAILCHIMP_SYNC_URL_PREFIX": "/preferences/integrations/mailchimp",
+    # The host template the pages extend (blocks: title, head, content).
+    "MAILCHIMP_SYNC_BASE_TEMPLATE": "mailchimp_sync/base.html",
 }
 
 
@@ -52,14 +57,21 @@ class MailchimpSync:
     :param app: register on this app right away (otherwise call :meth:`init_app`).
     :param db: the host's Flask-SQLAlchemy object; the extension's tables join its
         metadata and its writes join the host's session.
+    :param register_blueprint: add the staff page to the app (at
+        ``MAILCHIMP_SYNC_URL_PREFIX``); turn off to register :data:`.views.blueprint`
+        yourself.
     """
 
-    def __init__(self, app: Flask | None = None, *, db: SQLAlchemy) -> None:
+    def __init__(
+        self, app: Flask | None = None, *, db: SQLAlchemy, register_blueprint: bool = True
+    ) -> None:
         if not isinstance(db, SQLAlchemy):
             raise TypeError("MailchimpSync(db=...) takes the host's flask_sqlalchemy.SQLAlchemy.")
         self.db = db
         self.models: Models = models_for(db)
         self.sources: list[ContactSource] = []
+        self.register_blueprint = register_blueprint
+        self._authorize: Callable[[], Any] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -74,8 +86,32 @@ class MailchimpSync:
         app.extensions[EXTENSION_KEY] = _AppState(extension=self)
 
         from .cli import mailchimp_cli
+        from .views import blueprint
 
         app.cli.add_command(mailchimp_cli)
+        if self.register_blueprint:
+            app.register_blueprint(blueprint, url_prefix=app.config["MAILCHIMP_SYNC_URL_PREFIX"])
+
+    def authorize(self, check: Callable[[], Any]) -> Callable[[], Any]:
+        """Register who may use the staff pages (a decorator).
+
+        *check* runs before every page with the request context available. It returns
+        ``True`` to allow, ``False`` to refuse (403), or a response to send instead, such
+        as a redirect to the host's login page. Without a check the pages answer 403.
+        """
+        self._authorize = check
+        return check
+
+    def check_access(self) -> Any:
+        """``None`` when the current request may use the pages; else a response (or 403)."""
+        if self._authorize is None:
+            raise AccessNotConfigured()
+        verdict = self._authorize()
+        if verdict is True:
+            return None
+        if verdict is False or verdict is None:
+            raise AccessDenied()
+        return verdict
 
     def add_source(
         self,

@@ -30,7 +30,8 @@ def test_pages_render_for_staff(app, staff_client, path):
 
 def test_integrations_page_lists_mailchimp(staff_client):
     page = staff_client.get("/preferences/integrations").get_data(as_text=True)
-    assert re.search(r"Mailchimp</td>\s*<td>\s*Not connected", page)
+    assert re.search(r">Mailchimp</a></td>\s*<td>\s*Not connected", page)
+    assert 'href="/preferences/integrations/mailchimp/"' in page
 
 
 def test_wrong_password_is_refused(client, staff_client):

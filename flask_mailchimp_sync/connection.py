@@ -1,0 +1,131 @@
+"""Connecting a Mailchimp account and choosing audiences, for the page and the CLI alike.
+
+Nothing is saved unless every check passed: the key's shape (before any network
+call), the key against Mailchimp, and each audience ID against the account.
+Callers commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flask import current_app
+
+from .client import AudienceInfo, MailchimpApi
+from .crypto import data_center
+from .exceptions import MailchimpSyncError
+
+if TYPE_CHECKING:
+    from .extension import MailchimpSync
+
+#: Mailchimp caps tag names at 100 characters.
+MAX_TAG_LENGTH = 100
+
+
+class ConnectionProblem(MailchimpSyncError):
+    """A check failed; :attr:`field` says which input it concerns (``api_key`` or a role)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class AudienceChoice:
+    """Where one role's contacts go: an audience ID (``None``: not synced) and their tag."""
+
+    audience_id: str | None
+    tag: str | None = None
+
+
+def default_tag(role: str) -> str:
+    return role.replace("_", " ").title()
+
+
+def connect(
+    extension: MailchimpSync, api_key: str, choices: Mapping[str, AudienceChoice] | None = None
+) -> Any:
+    """Verify *api_key* and any audiences chosen with it, then save them (encrypted)."""
+    api_key = (api_key or "").strip()
+    try:
+        data_center(api_key)
+        api = MailchimpApi(api_key, current_app.config)
+        account = api.verify()
+    except MailchimpSyncError as problem:
+        raise ConnectionProblem("api_key", str(problem)) from None
+    verified = _verify_audiences(api, choices or {})
+    store = extension.settings_store()
+    settings = store.save_account(api_key, account_id=account.id, account_name=account.name)
+    _save_choices(extension, verified, choices or {})
+    return settings
+
+
+def choose_audiences(
+    extension: MailchimpSync,
+    choices: Mapping[str, AudienceChoice],
+    *,
+    double_opt_in: bool | None = None,
+) -> Any:
+    """Verify and save each role's audience (and the options) for the connected account."""
+    store = extension.settings_store()
+    api_key = store.api_key()
+    if api_key is None:
+        raise ConnectionProblem("api_key", "Connect a Mailchimp account first.")
+    verified = _verify_audiences(MailchimpApi(api_key, current_app.config), choices)
+    _save_choices(extension, verified, choices)
+    settings = store.get_or_create()
+    if double_opt_in is not None:
+        settings.double_opt_in = double_opt_in
+    return settings
+
+
+def disconnect(extension: MailchimpSync) -> None:
+    """Forget the key, the account and the audience choices."""
+    store = extension.settings_store()
+    settings = store.get()
+    if settings is None:
+        return
+    store.forget_account()
+    for role in [audience.role for audience in settings.audiences]:
+        store.set_audience(role, None)
+
+
+def list_audiences(extension: MailchimpSync) -> list[AudienceInfo]:
+    """The connected account's audiences (raises :class:`MailchimpApiError` when it can't)."""
+    api_key = extension.settings_store().api_key()
+    return [] if api_key is None else MailchimpApi(api_key, current_app.config).audiences()
+
+
+def _verify_audiences(
+    api: MailchimpApi, choices: Mapping[str, AudienceChoice]
+) -> dict[str, AudienceInfo]:
+    verified: dict[str, AudienceInfo] = {}
+    for role, choice in choices.items():
+        if choice.tag is not None and not 0 < len(choice.tag.strip()) <= MAX_TAG_LENGTH:
+            raise ConnectionProblem(role, f"A tag name is 1 to {MAX_TAG_LENGTH} characters.")
+        if not choice.audience_id:
+            continue
+        try:
+            verified[role] = api.audience(choice.audience_id.strip())
+        except MailchimpSyncError as problem:
+            raise ConnectionProblem(role, str(problem)) from None
+    return verified
+
+
+def _save_choices(
+    extension: MailchimpSync,
+    verified: Mapping[str, AudienceInfo],
+    choices: Mapping[str, AudienceChoice],
+) -> None:
+    store = extension.settings_store()
+    for role, choice in choices.items():
+        audience = verified.get(role)
+        store.set_audience(
+            role,
+            audience.id if audience else None,
+            name=audience.name if audience else None,
+            tag=(choice.tag or "").strip() or default_tag(role),
+        )

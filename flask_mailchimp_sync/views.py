@@ -1,0 +1,159 @@
+"""Preferences > Integrations > Mailchimp: the staff page.
+
+Every view passes the host's authorization check first (closed when none is set).
+Views call into :mod:`.connection` and the models; nothing below them imports them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+from flask_wtf import FlaskForm
+
+from . import connection
+from .client import AudienceInfo
+from .connection import AudienceChoice, ConnectionProblem, default_tag
+from .exceptions import MailchimpSyncError
+from .extension import MailchimpSync, get_extension
+from .forms import NOT_SYNCED, DisconnectForm, audiences_form, connect_form, role_field
+
+blueprint = Blueprint("mailchimp_sync", __name__, template_folder="templates")
+
+FLASH_CATEGORY = "mailchimp_sync"
+
+
+@blueprint.before_request
+def check_access() -> Any:
+    return get_extension().check_access()
+
+
+@blueprint.context_processor
+def layout() -> dict[str, Any]:
+    return {"mailchimp_sync_base": current_app.config["MAILCHIMP_SYNC_BASE_TEMPLATE"]}
+
+
+@blueprint.get("/")
+def settings_page() -> Any:
+    return _render()
+
+
+@blueprint.post("/connect")
+def connect() -> Any:
+    extension = get_extension()
+    form = connect_form(extension.roles)
+    if form.validate_on_submit():
+        choices = {
+            role: AudienceChoice(form[role_field(n, "audience_id")].data or None)
+            for n, role in enumerate(extension.roles)
+        }
+        try:
+            settings = connection.connect(extension, form.api_key.data, choices)
+        except ConnectionProblem as problem:
+            extension.db.session.rollback()
+            _field_for(form, extension, problem, "audience_id").errors.append(problem.message)
+        else:
+            extension.db.session.commit()
+            flash(f"Connected to the Mailchimp account {settings.account_name}.", FLASH_CATEGORY)
+            return redirect(url_for(".settings_page"))
+    return _render(connect=form), 400
+
+
+@blueprint.post("/audiences")
+def audiences() -> Any:
+    extension = get_extension()
+    available, _problem = _available_audiences(extension)
+    form = audiences_form(extension.roles, available, _saved_ids(extension))
+    if form.validate_on_submit():
+        choices = {}
+        for n, role in enumerate(extension.roles):
+            picked = form[role_field(n, "audience_id")].data or form[role_field(n, "audience")].data
+            choices[role] = AudienceChoice(
+                picked if picked != NOT_SYNCED else None, form[role_field(n, "tag")].data
+            )
+        try:
+            connection.choose_audiences(
+                extension, choices, double_opt_in=bool(form.double_opt_in.data)
+            )
+        except ConnectionProblem as problem:
+            extension.db.session.rollback()
+            _field_for(form, extension, problem, "audience").errors.append(problem.message)
+        else:
+            extension.db.session.commit()
+            flash("Audiences saved.", FLASH_CATEGORY)
+            return redirect(url_for(".settings_page"))
+    return _render(audiences=form), 400
+
+
+@blueprint.post("/disconnect")
+def disconnect() -> Any:
+    extension = get_extension()
+    if not DisconnectForm().validate_on_submit():
+        return _render(), 400
+    connection.disconnect(extension)
+    extension.db.session.commit()
+    flash("Disconnected from Mailchimp; the API key is forgotten.", FLASH_CATEGORY)
+    return redirect(url_for(".settings_page"))
+
+
+def _render(*, connect: FlaskForm | None = None, audiences: FlaskForm | None = None) -> str:
+    extension = get_extension()
+    settings = extension.settings_store().get()
+    connected = settings is not None and settings.is_connected
+    available, problem = _available_audiences(extension) if connected else (None, None)
+    if connected and audiences is None:
+        audiences = audiences_form(
+            extension.roles,
+            available,
+            _saved_ids(extension),
+            formdata=None,
+            data=_saved_choices(extension, settings, available),
+        )
+    return render_template(
+        "mailchimp_sync/settings.html",
+        settings=settings,
+        connected=connected,
+        roles=list(enumerate(extension.roles)),
+        connect_form=connect or connect_form(extension.roles, formdata=None),
+        audiences_form=audiences,
+        disconnect_form=DisconnectForm(formdata=None),
+        audiences_problem=problem,
+        role_field=role_field,
+    )
+
+
+def _available_audiences(extension: MailchimpSync) -> tuple[list[AudienceInfo] | None, str | None]:
+    """The account's audiences, or ``None`` and why (the page then offers ID boxes)."""
+    try:
+        return connection.list_audiences(extension), None
+    except MailchimpSyncError as problem:
+        return None, str(problem)
+
+
+def _saved_ids(extension: MailchimpSync) -> list[str]:
+    settings = extension.settings_store().get()
+    return [a.audience_id for a in settings.audiences] if settings is not None else []
+
+
+def _saved_choices(
+    extension: MailchimpSync, settings: Any, available: list[AudienceInfo] | None
+) -> dict[str, Any]:
+    """What the audience form shows before staff touch it."""
+    data: dict[str, Any] = {"double_opt_in": settings.double_opt_in}
+    # One audience in the account: both roles in it is the recommended default.
+    only = available[0].id if available and len(available) == 1 else NOT_SYNCED
+    for n, role in enumerate(extension.roles):
+        saved = settings.audience_for(role)
+        data[role_field(n, "audience")] = saved.audience_id if saved else only
+        data[role_field(n, "tag")] = saved.tag if saved and saved.tag else default_tag(role)
+    return data
+
+
+def _field_for(
+    form: FlaskForm, extension: MailchimpSync, problem: ConnectionProblem, kind: str
+) -> Any:
+    if problem.field == "api_key" or problem.field not in extension.roles:
+        return form["api_key"] if "api_key" in form else form[role_field(0, kind)]
+    n = extension.roles.index(problem.field)
+    pasted = form._fields.get(role_field(n, "audience_id"))
+    return pasted if pasted is not None and pasted.data else form[role_field(n, kind)]
