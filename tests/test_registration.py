@@ -7,21 +7,7 @@ from flask_sqlalchemy import SQLAlchemy
 
 from flask_mailchimp_sync import DEFAULT_CONFIG, MailchimpSync, get_extension
 
-
-def make_host(tmp_path, name: str = "host") -> tuple[Flask, SQLAlchemy, MailchimpSync]:
-    db = SQLAlchemy()
-
-    class Customer(db.Model):
-        id = sa.Column(sa.Integer, primary_key=True)
-        email = sa.Column(sa.String(255))
-        opted_in = sa.Column(sa.Boolean)
-
-    mailchimp = MailchimpSync(db=db)
-    mailchimp.add_source(Customer, role="customer", email="email", marketing="opted_in")
-    app = Flask(name)
-    app.config.update(SECRET_KEY="s", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/{name}.db")
-    db.init_app(app)
-    return app, db, mailchimp
+from .helpers import make_host
 
 
 def test_init_app_sets_every_default_and_keeps_the_hosts_values(tmp_path):

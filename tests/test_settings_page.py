@@ -9,13 +9,9 @@ import re
 import pytest
 import requests
 import responses
-import sqlalchemy as sa
 from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
 
-from flask_mailchimp_sync import MailchimpSync
-
-from .helpers import csrf_token
+from .helpers import csrf_token, make_host
 
 PAGE = "/preferences/integrations/mailchimp/"
 
@@ -274,24 +270,10 @@ def test_the_key_never_appears_in_pages_or_logs(
 
 
 def host_without_authorization(tmp_path, emulator, check=None) -> Flask:
-    db = SQLAlchemy()
-
-    class Person(db.Model):
-        id = sa.Column(sa.Integer, primary_key=True)
-        email = sa.Column(sa.String(255))
-        ok = sa.Column(sa.Boolean)
-
-    mailchimp = MailchimpSync(db=db)
-    mailchimp.add_source(Person, role="customer", email="email", marketing="ok")
+    app, db, mailchimp = make_host(tmp_path, "bare_host")
     if check is not None:
         mailchimp.authorize(check)
-    app = Flask("bare_host")
-    app.config.update(
-        SECRET_KEY="s",
-        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/bare.db",
-        MAILCHIMP_SYNC_API_URL=emulator.api_url,
-    )
-    db.init_app(app)
+    app.config["MAILCHIMP_SYNC_API_URL"] = emulator.api_url
     mailchimp.init_app(app)
     with app.app_context():
         db.create_all()
