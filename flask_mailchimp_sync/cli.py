@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from flask.cli import AppGroup
 
 from . import connection
 from .connection import AudienceChoice, ConnectionProblem
 from .extension import get_extension
+from .jobs import redis_url, start_sync
+from .sync import SyncRefused, SyncRunner
+
+#: The outcome counts of a run, in the order they are shown.
+COUNTS = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
 
 mailchimp_cli = AppGroup("mailchimp", help="Mailchimp sync: connection, audiences and syncs.")
 
@@ -98,3 +105,55 @@ def disconnect_command() -> None:
     connection.disconnect(extension)
     extension.db.session.commit()
     click.echo("Disconnected; the API key is forgotten.")
+
+
+@mailchimp_cli.command("sync")
+@click.option("--dry-run", is_flag=True, help="Preview: show what would change, send nothing.")
+@click.option("--role", default=None, help="Only this role's audience (with roles sharing it).")
+@click.option("--full", is_flag=True, help="Resend every contact, even those unchanged.")
+def sync_command(dry_run: bool, role: str | None, full: bool) -> None:
+    """Sync the shop's contacts to Mailchimp now, with a progress bar."""
+    extension = get_extension()
+    try:
+        run = start_sync(
+            extension, role=role, dry_run=dry_run, full=full, trigger="cli", enqueue=False
+        )
+    except SyncRefused as refused:
+        raise click.ClickException(str(refused)) from None
+    with click.progressbar(length=1, label="Preview" if dry_run else "Sync", show_pos=True) as bar:
+
+        def show(progress: Any) -> None:
+            bar.length = max(progress.total, 1)
+            bar.label = progress.phase or bar.label
+            bar.update(progress.processed - bar.pos)
+
+        run = SyncRunner(extension, run.id).execute(on_progress=show)
+    click.echo(describe_counts(run))
+    if run.state != "done":
+        raise click.ClickException(run.error or "The sync did not finish.")
+
+
+def describe_counts(run: Any) -> str:
+    counts = ", ".join(f"{getattr(run, name)} {name}" for name in COUNTS)
+    note = " (preview: nothing was sent)" if run.dry_run else ""
+    return f"Run #{run.id} {run.state}: {counts}{note}."
+
+
+@mailchimp_cli.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+def worker_command(burst: bool) -> None:
+    """Run an RQ worker for the sync jobs (needs MAILCHIMP_SYNC_REDIS_URL or REDIS_URL)."""
+    from flask import current_app
+    from redis import Redis
+    from rq import Queue, SimpleWorker
+
+    url = redis_url(current_app.config)
+    if url is None:
+        raise click.ClickException(
+            "No Redis is configured (MAILCHIMP_SYNC_REDIS_URL or REDIS_URL), so jobs run "
+            "inside the web process and no worker is needed."
+        )
+    connection = Redis.from_url(url)
+    queue = Queue(current_app.config["MAILCHIMP_SYNC_QUEUE"], connection=connection)
+    # SimpleWorker runs jobs in this process, inside the app context this command has.
+    SimpleWorker([queue], connection=connection).work(burst=burst)

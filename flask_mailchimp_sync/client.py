@@ -6,8 +6,13 @@ shared, so each app (and each worker) uses its own settings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -71,14 +76,32 @@ class AudienceInfo:
 
 
 class MailchimpApi:
-    """The calls the extension makes, with Mailchimp's failures turned into our errors.
+    """The calls the extension makes, with retries, a connection cap and our errors.
 
-    Every error message is written for shop staff and never contains the API key.
+    Throttling (429, a bodyless 403), server errors (5xx), timeouts and dropped
+    connections are retried with exponential backoff and full jitter, at most
+    ``MAILCHIMP_SYNC_MAX_RETRIES`` times; every other error is raised at once. No more
+    than ``MAILCHIMP_SYNC_MAX_CONNECTIONS`` calls per account are in flight in this
+    process. Every error message is written for shop staff and never holds the key.
+
+    :param retries: override the configured number of retries (``0`` for calls staff
+        wait on, such as verifying a key).
     """
 
-    def __init__(self, api_key: str, config: Mapping[str, Any]) -> None:
+    def __init__(
+        self, api_key: str, config: Mapping[str, Any], *, retries: int | None = None
+    ) -> None:
         self._client = build_client(api_key, config)
         self._data_center = data_center(api_key)
+        self._slots = _connection_slots(
+            api_key, int(config.get("MAILCHIMP_SYNC_MAX_CONNECTIONS") or 10)
+        )
+        self._retries = (
+            int(config.get("MAILCHIMP_SYNC_MAX_RETRIES", 5)) if retries is None else retries
+        )
+        self._backoff = float(config.get("MAILCHIMP_SYNC_RETRY_BACKOFF", 0.5))
+
+    # -- account and audiences ---------------------------------------------------------
 
     def verify(self) -> AccountInfo:
         """Check the key against ``/ping`` and read the account it opens."""
@@ -115,21 +138,139 @@ class MailchimpApi:
                 raise AudienceNotFoundError(audience_id) from None
             raise
 
-    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def merge_field_tags(self, audience_id: str) -> set[str]:
+        """The merge tags the audience has (FNAME, LNAME, ... as edited in Mailchimp)."""
+        page = self._call(
+            self._client.lists.merge_fields.all, audience_id, get_all=False, count=1000,
+            fields="merge_fields.tag",
+        )  # fmt: skip
+        return {field["tag"] for field in page.get("merge_fields", [])}
+
+    # -- members -----------------------------------------------------------------------
+
+    def iter_members(
+        self,
+        audience_id: str,
+        *,
+        since: datetime | None = None,
+        status: str | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[dict[str, Any]]:
+        """Members (of one *status*, else all, archived included), changed since *since*."""
+        fields = (
+            "members.email_address,members.status,members.merge_fields,members.tags,total_items"
+        )
+        # Mailchimp lists archived members only when asked for them by status.
+        for wanted_status in [status] if status else [None, "archived"]:
+            offset = 0
+            while True:
+                query: dict[str, Any] = {"count": page_size, "offset": offset, "fields": fields}
+                if wanted_status:
+                    query["status"] = wanted_status
+                if since is not None:
+                    query["since_last_changed"] = since.isoformat()
+                page = self._call(
+                    self._client.lists.members.all, audience_id, get_all=False, **query
+                )
+                members = page.get("members", [])
+                yield from members
+                offset += len(members)
+                if not members or offset >= int(page.get("total_items", 0)):
+                    break
+
+    def batch_subscribe(self, audience_id: str, members: list[dict[str, Any]]) -> dict[str, Any]:
+        """Add up to 500 new members; existing ones come back as ``ERROR_CONTACT_EXISTS``.
+
+        ``update_existing`` is always false: with it, Mailchimp would set each existing
+        member's status to the one sent, and a sync never changes a member's status.
+        """
+        body = {"members": members, "update_existing": False}
+        return self._call(self._client.lists.update_members, audience_id, body)
+
+    def upsert_member(
+        self, audience_id: str, member_hash: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """PUT a member: created with ``status_if_new``; an existing one keeps its status
+        unless *body* carries an explicit ``status`` (only to bring back an archive)."""
+        return self._call(
+            self._client.lists.members.create_or_update, audience_id, member_hash, body
+        )
+
+    def change_member(
+        self, audience_id: str, member_hash: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """PATCH a member (an address change moves it: no duplicate)."""
+        return self._call(self._client.lists.members.update, audience_id, member_hash, body)
+
+    def archive_member(self, audience_id: str, member_hash: str) -> bool:
+        """Archive (Mailchimp's DELETE); ``False`` when it was already archived or gone."""
         try:
-            return method(*args, **kwargs)
-        except MailChimpError as error:
-            raise translate_error(error) from None
-        except requests.Timeout:
-            raise MailchimpUnreachableError(
-                f"Mailchimp did not answer within {self._client.timeout:g} seconds. Nothing "
-                "was changed; try again in a moment."
-            ) from None
-        except requests.RequestException:
-            raise MailchimpUnreachableError(
-                "Mailchimp could not be reached (a network error). Nothing was changed; try "
-                "again in a moment."
-            ) from None
+            self._call(self._client.lists.members.delete, audience_id, member_hash)
+        except MailchimpApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def set_tags(
+        self, audience_id: str, member_hash: str, active: list[str], inactive: list[str]
+    ) -> None:
+        tags = [{"name": t, "status": "active"} for t in active]
+        tags += [{"name": t, "status": "inactive"} for t in inactive]
+        self._call(self._client.lists.members.tags.update, audience_id, member_hash, {"tags": tags})
+
+    # -- the one way every call goes -----------------------------------------------------
+
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        attempt = 0
+        while True:
+            try:
+                with self._slots:
+                    return method(*args, **kwargs)
+            except MailChimpError as error:
+                problem: MailchimpApiError = translate_error(error)
+                retry = _is_transient(problem)
+            except requests.Timeout:
+                problem = MailchimpUnreachableError(
+                    f"Mailchimp did not answer within {self._client.timeout:g} seconds. "
+                    "Nothing was changed; try again in a moment."
+                )
+                retry = True
+            except requests.RequestException:
+                problem = MailchimpUnreachableError(
+                    "Mailchimp could not be reached (a network error). Nothing was changed; "
+                    "try again in a moment."
+                )
+                retry = True
+            if not retry or attempt >= self._retries:
+                raise problem
+            time.sleep(backoff_delay(attempt, self._backoff))
+            attempt += 1
+
+
+def backoff_delay(attempt: int, base: float, cap: float = 30.0) -> float:
+    """Exponential backoff with full jitter: spreads retries of many workers apart."""
+    return random.uniform(0, min(cap, base * 2**attempt))  # jitter, not cryptography
+
+
+def _is_transient(error: MailchimpApiError) -> bool:
+    # A bodyless 403 is Mailchimp's edge throttling; a 403 with a body is a real refusal.
+    return (
+        error.status in (429, 0) or error.status >= 500 or (error.status == 403 and not error.title)
+    )
+
+
+_slots_lock = threading.Lock()
+_slots_by_account: dict[str, threading.BoundedSemaphore] = {}
+
+
+def _connection_slots(api_key: str, limit: int) -> threading.BoundedSemaphore:
+    """One semaphore per account in this process (keyed by a digest, not the key)."""
+    account = hashlib.sha256(api_key.encode()).hexdigest()
+    with _slots_lock:
+        if account not in _slots_by_account:
+            _slots_by_account[account] = threading.BoundedSemaphore(max(1, min(limit, 10)))
+        return _slots_by_account[account]
 
 
 def translate_error(error: MailChimpError) -> MailchimpApiError:

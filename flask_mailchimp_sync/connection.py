@@ -2,7 +2,8 @@
 
 Nothing is saved unless every check passed: the key's shape (before any network
 call), the key against Mailchimp, and each audience ID against the account.
-Callers commit.
+Callers commit. Staff wait on these calls, so they are not retried: a failure is
+reported at once and staff can simply press the button again.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def connect(
     api_key = (api_key or "").strip()
     try:
         data_center(api_key)
-        api = MailchimpApi(api_key, current_app.config)
+        api = MailchimpApi(api_key, current_app.config, retries=0)
         account = api.verify()
     except MailchimpSyncError as problem:
         raise ConnectionProblem("api_key", str(problem)) from None
@@ -74,7 +75,7 @@ def choose_audiences(
     api_key = store.api_key()
     if api_key is None:
         raise ConnectionProblem("api_key", "Connect a Mailchimp account first.")
-    verified = _verify_audiences(MailchimpApi(api_key, current_app.config), choices)
+    verified = _verify_audiences(MailchimpApi(api_key, current_app.config, retries=0), choices)
     _save_choices(extension, verified, choices)
     settings = store.get_or_create()
     if double_opt_in is not None:
@@ -96,7 +97,9 @@ def disconnect(extension: MailchimpSync) -> None:
 def list_audiences(extension: MailchimpSync) -> list[AudienceInfo]:
     """The connected account's audiences (raises :class:`MailchimpApiError` when it can't)."""
     api_key = extension.settings_store().api_key()
-    return [] if api_key is None else MailchimpApi(api_key, current_app.config).audiences()
+    return (
+        [] if api_key is None else MailchimpApi(api_key, current_app.config, retries=0).audiences()
+    )
 
 
 def _verify_audiences(

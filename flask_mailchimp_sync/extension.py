@@ -28,6 +28,19 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "MAILCHIMP_SYNC_URL_PREFIX": "/preferences/integrations/mailchimp",
     # The host template the pages extend (blocks: title, head, content).
     "MAILCHIMP_SYNC_BASE_TEMPLATE": "mailchimp_sync/base.html",
+    # Redis for the job queue; None (and no REDIS_URL) runs jobs in-process.
+    "MAILCHIMP_SYNC_REDIS_URL": None,
+    # The RQ queue's name.
+    "MAILCHIMP_SYNC_QUEUE": "mailchimp_sync",
+    # Calls in flight to one Mailchimp account from this process (Mailchimp allows 10).
+    "MAILCHIMP_SYNC_MAX_CONNECTIONS": 10,
+    # Retries of a throttled, failed or timed-out call, and the first backoff in seconds.
+    "MAILCHIMP_SYNC_MAX_RETRIES": 5,
+    "MAILCHIMP_SYNC_RETRY_BACKOFF": 0.5,
+    # Seconds a sync's audience lock lives without a heartbeat (a dead worker's expires).
+    "MAILCHIMP_SYNC_LOCK_TIMEOUT": 900,
+    # Contacts read from a host model per query.
+    "MAILCHIMP_SYNC_CHUNK_SIZE": 1000,
 }
 
 
@@ -36,6 +49,8 @@ class _AppState:
     """What the extension keeps per app, in ``app.extensions["mailchimp_sync"]``."""
 
     extension: MailchimpSync
+    #: The background thread pool for jobs when no Redis is configured (made on first use).
+    executor: Any = None
 
 
 class MailchimpSync:

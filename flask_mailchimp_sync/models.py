@@ -30,13 +30,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands times back naive)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class Models:
     """The model classes bound to one host ``db``."""
 
     Settings: Any
     RoleAudience: Any
+    MemberState: Any
     ContactState: Any
+    StagedContact: Any
+    Lock: Any
     SyncRun: Any
     SyncRunItem: Any
 
@@ -106,34 +114,79 @@ def _define(db: SQLAlchemy) -> Models:
         audience_id = sa.Column(sa.String(32), nullable=False)
         audience_name = sa.Column(sa.String(255))
         tag = sa.Column(sa.String(100))
+        #: When the audience's member changes were last read from Mailchimp.
+        pulled_at = sa.Column(Timestamp)
         settings = db.relationship(lambda: MailchimpSettings, back_populates="audiences")
 
-    class MailchimpContactState(db.Model):  # type: ignore[name-defined]
-        """What the shop last sent to Mailchimp for one contact, and what Mailchimp said.
+    class MailchimpMemberState(db.Model):  # type: ignore[name-defined]
+        """What the shop knows of one member of one audience.
 
-        The fingerprint of the pushed data makes syncs incremental; the pushed email
-        lets an email change move the member instead of duplicating it.
+        ``sent`` marks members the shop itself put there with consent: only those are
+        ever archived by the shop. ``fingerprint`` is the data last sent (or found
+        equal in Mailchimp), which makes syncs incremental. ``status`` is Mailchimp's,
+        as last seen: subscribed, pending, unsubscribed, cleaned, transactional or
+        archived.
         """
 
+        __tablename__ = "mailchimp_sync_members"
+        __table_args__ = (sa.UniqueConstraint("store", "audience_id", "subscriber_hash"),)
+
+        id = sa.Column(sa.Integer, primary_key=True)
+        store = sa.Column(sa.String(64), nullable=False, default=DEFAULT_STORE)
+        audience_id = sa.Column(sa.String(32), nullable=False)
+        subscriber_hash = sa.Column(sa.String(32), nullable=False)
+        email = sa.Column(sa.String(255), nullable=False)
+        status = sa.Column(sa.String(20))
+        sent = sa.Column(sa.Boolean, nullable=False, default=False)
+        archived_by_shop = sa.Column(sa.Boolean, nullable=False, default=False)
+        fingerprint = sa.Column(sa.String(64))
+        #: The role tags the shop applied, comma-separated, to remove one when a role ends.
+        tags = sa.Column(sa.Text, nullable=False, default="")
+        status_changed_at = sa.Column(Timestamp)
+        synced_at = sa.Column(Timestamp)
+        last_error = sa.Column(sa.Text)
+
+    class MailchimpContactState(db.Model):  # type: ignore[name-defined]
+        """Which member a shop contact was last sent as, so an email change moves it."""
+
         __tablename__ = "mailchimp_sync_contacts"
-        __table_args__ = (
-            sa.UniqueConstraint("source", "contact_key"),
-            sa.Index("ix_mailchimp_sync_contacts_member", "audience_id", "subscriber_hash"),
-        )
+        __table_args__ = (sa.UniqueConstraint("store", "source", "contact_key"),)
 
         id = sa.Column(sa.Integer, primary_key=True)
         store = sa.Column(sa.String(64), nullable=False, default=DEFAULT_STORE)
         source = sa.Column(sa.String(200), nullable=False)
         contact_key = sa.Column(sa.String(64), nullable=False)
         audience_id = sa.Column(sa.String(32), nullable=False)
-        email = sa.Column(sa.String(255), nullable=False)
         subscriber_hash = sa.Column(sa.String(32), nullable=False)
-        fingerprint = sa.Column(sa.String(64))
-        #: subscribed, pending, unsubscribed, cleaned, archived, transactional.
-        mailchimp_status = sa.Column(sa.String(20))
-        status_changed_at = sa.Column(Timestamp)
-        last_pushed_at = sa.Column(Timestamp)
-        last_error = sa.Column(sa.Text)
+
+    class MailchimpStagedContact(db.Model):  # type: ignore[name-defined]
+        """A run's snapshot of the shop's contacts, grouped by the database, not in memory."""
+
+        __tablename__ = "mailchimp_sync_staged"
+        __table_args__ = (
+            sa.Index("ix_mailchimp_sync_staged_member", "run_id", "audience_id", "subscriber_hash"),
+        )
+
+        id = sa.Column(sa.Integer, primary_key=True)
+        run_id = sa.Column(sa.Integer, nullable=False)
+        audience_id = sa.Column(sa.String(32), nullable=False)
+        subscriber_hash = sa.Column(sa.String(32), nullable=False)
+        email = sa.Column(sa.String(255), nullable=False)
+        source = sa.Column(sa.String(200), nullable=False)
+        contact_key = sa.Column(sa.String(64), nullable=False)
+        tag = sa.Column(sa.String(100), nullable=False)
+        marketing = sa.Column(sa.Boolean, nullable=False)
+        #: JSON of the merge fields (FNAME, LNAME and the source's extras).
+        merge_fields = sa.Column(sa.Text, nullable=False)
+
+    class MailchimpLock(db.Model):  # type: ignore[name-defined]
+        """One sync per audience at a time, across processes; a lock expires by itself."""
+
+        __tablename__ = "mailchimp_sync_locks"
+
+        name = sa.Column(sa.String(100), primary_key=True)
+        holder = sa.Column(sa.String(64), nullable=False)
+        expires_at = sa.Column(Timestamp, nullable=False)
 
     class MailchimpSyncRun(db.Model):  # type: ignore[name-defined]
         """One sync (or preview): its state, progress and outcome counts."""
@@ -147,6 +200,10 @@ def _define(db: SQLAlchemy) -> Models:
         dry_run = sa.Column(sa.Boolean, nullable=False, default=False)
         full = sa.Column(sa.Boolean, nullable=False, default=False)
         trigger = sa.Column(sa.String(32))
+        #: What the run is doing now, for the progress display.
+        phase = sa.Column(sa.String(64))
+        #: Comma-separated IDs of the audiences the run covers (and locks).
+        audiences = sa.Column(sa.Text, nullable=False, default="")
         queued_at = sa.Column(Timestamp, nullable=False, default=utcnow)
         started_at = sa.Column(Timestamp)
         finished_at = sa.Column(Timestamp)
@@ -186,7 +243,10 @@ def _define(db: SQLAlchemy) -> Models:
     return Models(
         Settings=MailchimpSettings,
         RoleAudience=MailchimpRoleAudience,
+        MemberState=MailchimpMemberState,
         ContactState=MailchimpContactState,
+        StagedContact=MailchimpStagedContact,
+        Lock=MailchimpLock,
         SyncRun=MailchimpSyncRun,
         SyncRunItem=MailchimpSyncRunItem,
     )

@@ -66,6 +66,7 @@ def app(emulator: MailchimpEmulator, tmp_path: Any) -> Iterator[Flask]:
             "SQLALCHEMY_DATABASE_URI": database_url(tmp_path),
             "MAILCHIMP_SYNC_API_URL": emulator.api_url,
             "MAILCHIMP_SYNC_TIMEOUT": 2.0,
+            "MAILCHIMP_SYNC_RETRY_BACKOFF": 0.01,
         }
     )
     with app.app_context():

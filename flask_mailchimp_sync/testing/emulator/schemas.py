@@ -83,7 +83,12 @@ BATCH_SUBSCRIBE: Schema = {
             "items": {
                 "type": "object",
                 "required": ["email_address", "status"],
-                "properties": _MEMBER_FIELDS,
+                # Tags in batch members: Mailchimp's release note of 2022-01-24 (with
+                # sync_tags); the published 3.0.55 schema predates it.
+                "properties": {
+                    **_MEMBER_FIELDS,
+                    "tags": {"type": "array", "items": {"type": "string", "maxLength": 100}},
+                },
             },
         },
         "sync_tags": {"type": "boolean"},

@@ -329,6 +329,7 @@ class EmulatorState:
         is why a careful client never sends existing members through here with it.
         """
         update_existing = bool(body.get("update_existing"))
+        sync_tags = bool(body.get("sync_tags"))
         created: list[Member] = []
         updated: list[Member] = []
         failures: list[dict[str, Any]] = []
@@ -340,6 +341,7 @@ class EmulatorState:
                     created.append(self.create_member(audience, entry, entry["status"]))
                 elif update_existing:
                     self.update_member(audience, existing, entry)
+                    _batch_tags(existing, entry.get("tags") or [], replace=sync_tags)
                     updated.append(existing)
                 else:
                     failures.append(
@@ -412,6 +414,14 @@ class EmulatorState:
         field["required"] = bool(body.get("required"))
         audience.merge_fields[tag] = field
         return field
+
+
+def _batch_tags(member: Member, tags: list[str], *, replace: bool) -> None:
+    """Since 2022 batch subscribe adds tags to existing members; sync_tags replaces them."""
+    if replace:
+        member.tags = list(dict.fromkeys(tags))
+    else:
+        member.tags += [tag for tag in dict.fromkeys(tags) if tag not in member.tags]
 
 
 def _apply_profile(member: Member, body: dict[str, Any]) -> None:

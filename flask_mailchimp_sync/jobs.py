@@ -1,0 +1,194 @@
+"""Queue entry points: a real RQ queue on Redis when configured, else in-process.
+
+With ``MAILCHIMP_SYNC_REDIS_URL`` (or ``REDIS_URL``) set, runs go to an RQ queue and
+``flask mailchimp worker`` carries them out. Without Redis (the embedded default, for
+a demo or a small shop) they run in a background thread of the web process. Either
+way the job is :func:`run_sync_job` with a run id, and the run record is the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from flask import Flask, current_app, has_app_context
+
+from . import locks
+from .models import as_utc, utcnow
+from .sync import SyncRefused, SyncRunner, targets_for
+
+if TYPE_CHECKING:
+    from .extension import MailchimpSync
+
+log = logging.getLogger(__name__)
+
+JOB_PATH = "flask_mailchimp_sync.jobs.run_sync_job"
+
+
+def redis_url(config: Mapping[str, Any]) -> str | None:
+    return config.get("MAILCHIMP_SYNC_REDIS_URL") or config.get("REDIS_URL") or None
+
+
+def start_sync(
+    extension: MailchimpSync,
+    *,
+    role: str | None = None,
+    dry_run: bool = False,
+    full: bool = False,
+    trigger: str = "button",
+    enqueue: bool = True,
+) -> Any:
+    """Record a new run and queue it; :class:`SyncRefused` says why it cannot start."""
+    session = extension.db.session
+    settings = extension.settings_store().get()
+    if settings is None or not settings.is_connected:
+        raise SyncRefused("Connect a Mailchimp account first.")
+    if role is not None and role not in extension.roles:
+        raise SyncRefused(f"No contact source has the role {role!r}.")
+    targets = targets_for(extension, settings, role)
+    if not targets:
+        raise SyncRefused("No audience is chosen yet: pick one for a role, then sync.")
+    audiences = sorted({t.audience_id for t in targets})
+    if not dry_run:
+        _refuse_if_running(extension, audiences)
+    run = extension.models.SyncRun(
+        role=role,
+        dry_run=dry_run,
+        full=full,
+        trigger=trigger,
+        state="queued",
+        audiences=",".join(audiences),
+    )
+    session.add(run)
+    session.commit()
+    if enqueue:
+        enqueue_run(run.id)
+    return run
+
+
+def _refuse_if_running(extension: MailchimpSync, audiences: list[str]) -> None:
+    models, session = extension.models, extension.db.session
+    _fail_abandoned_runs(extension)
+    if locks.held(session, models.Lock, [f"audience:{a}" for a in audiences]):
+        raise SyncRefused(
+            "A sync of this audience is already running; it shows its progress below."
+        )
+    SyncRun = models.SyncRun
+    waiting = session.execute(
+        sa.select(SyncRun).where(
+            SyncRun.state.in_(["queued", "running"]), SyncRun.dry_run.is_(False)
+        )
+    ).scalars()
+    if any(set(run.audiences.split(",")) & set(audiences) for run in waiting):
+        raise SyncRefused("A sync of this audience is already queued or running.")
+
+
+def _fail_abandoned_runs(extension: MailchimpSync) -> None:
+    """Runs whose worker died: queued or running for longer than a lock lives, no lock."""
+    SyncRun = extension.models.SyncRun
+    ttl = timedelta(seconds=float(current_app.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"]))
+    session = extension.db.session
+    for run in session.execute(
+        sa.select(SyncRun).where(SyncRun.state.in_(["queued", "running"]))
+    ).scalars():
+        since = as_utc(run.started_at or run.queued_at)
+        held = locks.held(
+            session, extension.models.Lock, [f"audience:{a}" for a in run.audiences.split(",")]
+        )
+        if utcnow() - since > ttl and not held:
+            run.state = "failed"
+            run.error = (
+                "The run stopped without finishing (its worker ended); "
+                "the next sync does what is left."
+            )
+            run.finished_at = utcnow()
+    session.commit()
+
+
+def enqueue_run(run_id: int) -> None:
+    """Hand a recorded run to the queue (RQ) or to this process's background thread."""
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    url = redis_url(app.config)
+    if url is None:
+        _local(app).submit(_run_in_app, app, run_id)
+        return
+    from redis import Redis
+    from redis.exceptions import RedisError
+    from rq import Queue
+
+    try:
+        queue = Queue(app.config["MAILCHIMP_SYNC_QUEUE"], connection=Redis.from_url(url))
+        queue.enqueue(
+            JOB_PATH,
+            run_id,
+            job_timeout=int(app.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"]) * 4,
+            failure_ttl=7 * 24 * 3600,
+        )
+    except RedisError as error:
+        log.warning("Could not queue Mailchimp sync run %s: %s", run_id, error)
+        raise SyncRefused(
+            "The sync could not be queued: Redis is unreachable. Try again once it is back."
+        ) from None
+
+
+def run_sync_job(run_id: int) -> None:
+    """The job: carry out run *run_id* (needs the app context, which the worker provides)."""
+    if not has_app_context():
+        raise RuntimeError(
+            "Mailchimp sync jobs need the Flask app: run the worker with `flask mailchimp worker`."
+        )
+    from .extension import get_extension
+
+    extension = get_extension()
+    try:
+        SyncRunner(extension, run_id).execute()
+    finally:
+        extension.db.session.remove()
+
+
+def _run_in_app(app: Flask, run_id: int) -> None:
+    with app.app_context():
+        run_sync_job(run_id)
+
+
+def _local(app: Flask) -> ThreadPoolExecutor:
+    from .extension import EXTENSION_KEY
+
+    state = app.extensions[EXTENSION_KEY]
+    if state.executor is None:
+        state.executor = _TrackingExecutor(max_workers=1, thread_name_prefix="mailchimp-sync")
+    return state.executor
+
+
+class _TrackingExecutor(ThreadPoolExecutor):
+    """Remembers its jobs, so tests and shutdown hooks can wait for them."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.futures: list[Future[Any]] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(_log_failure)
+        self.futures = [f for f in self.futures if not f.done()] + [future]
+        return future
+
+
+def _log_failure(future: Future[Any]) -> None:
+    if future.exception() is not None:
+        log.error("A Mailchimp sync job failed", exc_info=future.exception())
+
+
+def wait_for_jobs(app: Flask, timeout: float = 30.0) -> None:
+    """Wait until the in-process jobs queued so far are done (tests, graceful shutdown)."""
+    from .extension import EXTENSION_KEY
+
+    executor = app.extensions[EXTENSION_KEY].executor
+    if executor is not None:
+        _done, pending = wait(list(executor.futures), timeout=timeout)
+        if pending:
+            raise TimeoutError(f"{len(pending)} Mailchimp job(s) still running after {timeout} s.")

@@ -1,0 +1,627 @@
+"""Runs a sync: the shop's contacts, through the planner, into Mailchimp.
+
+A run goes: stage the shop's contacts (:mod:`.staging`); read what Mailchimp changed
+(every member the first time, so members already there are matched instead of sent
+again; later only unsubscribes, bounces and archives); then, 500 addresses at a time,
+decide (:mod:`.planner`) and send: new members by batch subscribe, changes to existing
+members one by one (at most ``MAILCHIMP_SYNC_MAX_CONNECTIONS`` at once), archives last.
+Progress and outcomes are written to the run record after every page, so a run killed
+midway leaves a true record and the next run simply does what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from . import emails, locks, staging
+from .client import MailchimpApi
+from .connection import default_tag
+from .exceptions import MailchimpApiError, MailchimpSyncError
+from .models import as_utc, utcnow
+from .planner import ACTIVE, Action, Decision, Known, Wanted, blocked_by, decide
+from .staging import Target
+
+if TYPE_CHECKING:
+    from .extension import MailchimpSync
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+#: Mailchimp's own changes are read again with this overlap, against clock skew.
+PULL_OVERLAP = timedelta(minutes=5)
+COUNTED = {
+    Action.ADD: "added",
+    Action.RESTORE: "added",
+    Action.UPDATE: "updated",
+    Action.MOVE: "updated",
+    Action.ARCHIVE: "archived",
+    Action.BLOCKED: "blocked",
+    Action.REJECTED: "failed",
+    Action.UNCHANGED: "unchanged",
+}
+
+
+class SyncRefused(MailchimpSyncError):
+    """A run could not start (not connected, nothing to sync, already running)."""
+
+
+@dataclass
+class Member:
+    """One address of one audience during a run: the wish, the knowledge, the decision."""
+
+    hash: str
+    wanted: Wanted | None
+    known: Known | None
+    state: Any  # the MemberState row, or None
+    contacts: list[Any] = field(default_factory=list)  # staged rows
+    moved_from: Any = None  # MemberState row of the address a contact was last sent as
+    decision: Decision = field(default_factory=lambda: Decision(Action.UNCHANGED))
+
+    @property
+    def want(self) -> Wanted:
+        """The wish, for members being written (they always have shop contacts)."""
+        assert self.wanted is not None
+        return self.wanted
+
+
+@dataclass
+class Outcome:
+    member: Member
+    counted: str  # added, updated, archived, unchanged, blocked, failed
+    status: str | None = None
+    reason: str = ""
+
+
+def targets_for(extension: MailchimpSync, settings: Any, role: str | None) -> list[Target]:
+    """The roles this run covers (those with an audience chosen).
+
+    ``role`` picks audiences: every role sharing an audience with it is synced too,
+    or that audience's other members would look departed and be archived.
+    """
+    picked = {a.audience_id for a in settings.audiences if role is None or a.role == role}
+    chosen = [a for a in settings.audiences if a.audience_id in picked]
+    return [
+        Target(a.role, a.audience_id, a.tag or default_tag(a.role), extension.sources_for(a.role))
+        for a in chosen
+        if extension.sources_for(a.role)
+    ]
+
+
+class SyncRunner:
+    """Carries out one :class:`SyncRun` (needs the app context)."""
+
+    def __init__(self, extension: MailchimpSync, run_id: int) -> None:
+        self.extension = extension
+        self.models = extension.models
+        self.session = extension.db.session
+        self.config = current_app.config
+        self.run: Any = self.session.get(self.models.SyncRun, run_id)
+        if self.run is None:
+            raise SyncRefused(f"There is no sync run #{run_id}.")
+        self.holder = f"run-{run_id}"
+        self.merge_tags: dict[str, set[str]] = {}
+
+    # -- the run ------------------------------------------------------------------------
+
+    def execute(self, on_progress: Callable[[Any], None] | None = None) -> Any:
+        self.on_progress = on_progress or (lambda run: None)
+        store = self.extension.settings_store()
+        settings = store.get()
+        api_key = store.api_key()
+        if settings is None or api_key is None:
+            return self._fail("Connect a Mailchimp account first.")
+        targets = targets_for(self.extension, settings, self.run.role)
+        if not targets:
+            return self._fail(
+                "No audience is chosen for any role yet: pick one on the Mailchimp page."
+            )
+        audience_ids = sorted({t.audience_id for t in targets})
+        self.run.audiences = ",".join(audience_ids)
+        lock_names = [f"audience:{a}" for a in audience_ids]
+        ttl = float(self.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"])
+        if not locks.acquire(self.session, self.models.Lock, lock_names, self.holder, ttl):
+            return self._fail("A sync of this audience is already running.")
+        self.lock_names = lock_names
+        try:
+            self._start()
+            self.api = MailchimpApi(api_key, self.config)
+            self.double_opt_in = bool(settings.double_opt_in)
+            self._stage(targets)
+            for audience_id in audience_ids:
+                self._phase(f"reading Mailchimp ({audience_id})")
+                self._pull(
+                    audience_id, [a for a in settings.audiences if a.audience_id == audience_id]
+                )
+                self.merge_tags[audience_id] = self.api.merge_field_tags(audience_id)
+            self.run.total = self._count_total(audience_ids)
+            self._phase("sending" if not self.run.dry_run else "previewing")
+            for audience_id in audience_ids:
+                self._sync_audience(audience_id)
+                self._archive_departed(audience_id)
+            return self._finish()
+        except MailchimpSyncError as problem:
+            self.session.rollback()
+            return self._fail(str(problem))
+        except Exception:
+            self.session.rollback()
+            log.exception("Mailchimp sync run %s failed", self.run.id)
+            self._fail("The sync stopped on an unexpected error; the log has the details.")
+            raise
+        finally:
+            self._cleanup()
+
+    def _start(self) -> None:
+        self.run.state = "running"
+        self.run.started_at = utcnow()
+        self._phase("preparing")
+
+    def _phase(self, phase: str) -> None:
+        self.run.phase = phase
+        self.session.commit()
+        self.on_progress(self.run)
+
+    def _finish(self) -> Any:
+        self.run.state = "done"
+        self.run.phase = None
+        self.run.finished_at = utcnow()
+        self.session.commit()
+        self.on_progress(self.run)
+        return self.run
+
+    def _fail(self, message: str) -> Any:
+        self.run.state = "failed"
+        self.run.error = message
+        self.run.finished_at = utcnow()
+        self.session.commit()
+        return self.run
+
+    def _cleanup(self) -> None:
+        staged = self.models.StagedContact
+        self.session.execute(sa.delete(staged).where(staged.run_id == self.run.id))
+        self.session.commit()
+        if getattr(self, "lock_names", None):
+            locks.release(self.session, self.models.Lock, self.lock_names, self.holder)
+
+    def _heartbeat(self) -> None:
+        ttl = float(self.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"])
+        locks.refresh(self.session, self.models.Lock, self.lock_names, self.holder, ttl)
+
+    # -- stage and pull -----------------------------------------------------------------
+
+    def _stage(self, targets: Sequence[Target]) -> None:
+        chunk = int(self.config["MAILCHIMP_SYNC_CHUNK_SIZE"])
+        for skipped in staging.stage(
+            self.session, self.models.StagedContact, self.run.id, targets, chunk_size=chunk
+        ):
+            self.run.skipped += 1
+            self._item(
+                "skipped",
+                skipped.reason,
+                source=skipped.contact.source,
+                contact_key=skipped.contact.key,
+                email=skipped.contact.email,
+            )
+        self.session.commit()
+
+    def _pull(self, audience_id: str, role_audiences: Sequence[Any]) -> None:
+        """Read Mailchimp's side: every member the first time, later what left.
+
+        The first read matches members who are already in Mailchimp with the shop's
+        data, so a shop moving from another integration is not sent again.
+        """
+        pulled = [a.pulled_at for a in role_audiences if a.pulled_at is not None]
+        started = utcnow()
+        if pulled and len(pulled) == len(role_audiences):
+            since = as_utc(min(pulled)) - PULL_OVERLAP
+            members: Iterable[dict[str, Any]] = (
+                m
+                for status in ("unsubscribed", "cleaned", "archived")
+                for m in self.api.iter_members(audience_id, since=since, status=status)
+            )
+        else:
+            members = self.api.iter_members(audience_id)
+        merge_tags = None
+        for page in _pages(members, PAGE):
+            if merge_tags is None:
+                merge_tags = self.api.merge_field_tags(audience_id)
+            self._learn(audience_id, page, merge_tags)
+        if not self.run.dry_run:
+            for role_audience in role_audiences:
+                role_audience.pulled_at = started
+        self.session.commit()
+
+    def _learn(self, audience_id: str, remote: list[dict[str, Any]], merge_tags: set[str]) -> None:
+        hashes = [emails.subscriber_hash(m["email_address"]) for m in remote]
+        states = self._states(audience_id, hashes)
+        staged = self._staged(audience_id, hashes)
+        for member, member_hash in zip(remote, hashes, strict=True):
+            state = states.get(member_hash)
+            if state is None:
+                state = self.models.MemberState(
+                    audience_id=audience_id, subscriber_hash=member_hash, sent=False, tags=""
+                )
+                self.session.add(state)
+            _set_status(state, member["status"], member["email_address"])
+            contacts = staged.get(member_hash)
+            if state.fingerprint is None and contacts and not self.run.dry_run:
+                self._match(state, member, staging.wanted_member(contacts, merge_tags))
+
+    def _match(self, state: Any, remote: dict[str, Any], wanted: Wanted) -> None:
+        """A member already in Mailchimp with exactly the shop's data needs no write."""
+        remote_tags = {t["name"] for t in remote.get("tags", [])}
+        theirs = Wanted(
+            email=remote["email_address"],
+            consent=wanted.consent,
+            tags=frozenset(wanted.tags & remote_tags),
+            merge_fields={k: remote.get("merge_fields", {}).get(k) for k in wanted.merge_fields},
+        )
+        if theirs.fingerprint == wanted.fingerprint:
+            state.fingerprint = wanted.fingerprint
+            state.tags = ",".join(sorted(wanted.tags))
+            state.sent = wanted.consent
+
+    # -- plan and send ------------------------------------------------------------------
+
+    def _count_total(self, audience_ids: Sequence[str]) -> int:
+        staged = self.models.StagedContact
+        addresses = self.session.execute(
+            sa.select(
+                sa.func.count(sa.distinct(staged.audience_id + ":" + staged.subscriber_hash))
+            ).where(staged.run_id == self.run.id)
+        ).scalar()
+        departed = sum(
+            self.session.execute(
+                sa.select(sa.func.count()).select_from(self._departed_query(a).subquery())
+            ).scalar()
+            or 0
+            for a in audience_ids
+        )
+        return int(addresses or 0) + int(departed)
+
+    def _sync_audience(self, audience_id: str) -> None:
+        staged = self.models.StagedContact
+        last = ""
+        while True:
+            hashes = list(
+                self.session.execute(
+                    sa.select(staged.subscriber_hash)
+                    .where(
+                        staged.run_id == self.run.id,
+                        staged.audience_id == audience_id,
+                        staged.subscriber_hash > last,
+                    )
+                    .group_by(staged.subscriber_hash)
+                    .order_by(staged.subscriber_hash)
+                    .limit(PAGE)
+                ).scalars()
+            )
+            if not hashes:
+                return
+            last = hashes[-1]
+            self._process(audience_id, self._members(audience_id, hashes))
+
+    def _archive_departed(self, audience_id: str) -> None:
+        """Members the shop sent whose contacts are gone from the shop."""
+        State = self.models.MemberState
+        last_id = 0
+        while True:
+            query = self._departed_query(audience_id).where(State.id > last_id).limit(PAGE)
+            states = list(self.session.execute(query).scalars())
+            if not states:
+                return
+            last_id = states[-1].id
+            members = [Member(s.subscriber_hash, None, _known(s), s) for s in states]
+            for member in members:
+                member.decision = decide(None, member.known)
+            self._process(audience_id, members)
+
+    def _departed_query(self, audience_id: str) -> Any:
+        state, staged = self.models.MemberState, self.models.StagedContact
+        still_here = sa.select(staged.id).where(
+            staged.run_id == self.run.id,
+            staged.audience_id == audience_id,
+            staged.subscriber_hash == state.subscriber_hash,
+        )
+        return (
+            sa.select(state)
+            .where(
+                state.audience_id == audience_id,
+                state.sent.is_(True),
+                state.status.in_(sorted(ACTIVE)),
+                ~sa.exists(still_here),
+            )
+            .order_by(state.id)
+        )
+
+    def _members(self, audience_id: str, hashes: list[str]) -> list[Member]:
+        states = self._states(audience_id, hashes)
+        staged = self._staged(audience_id, hashes)
+        self.links = self._contact_links(staged)
+        moves = self._previous_members(audience_id, staged)
+        members = []
+        for member_hash in hashes:
+            contacts = staged[member_hash]
+            wanted = staging.wanted_member(contacts, self.merge_tags[audience_id])
+            state = states.get(member_hash)
+            member = Member(
+                member_hash, wanted, _known(state), state, contacts, moves.get(member_hash)
+            )
+            member.decision = decide(
+                wanted,
+                member.known,
+                moved_from=_known(member.moved_from),
+                full=bool(self.run.full),
+            )
+            members.append(member)
+        return members
+
+    def _process(self, audience_id: str, members: list[Member]) -> None:
+        if self.run.dry_run:
+            outcomes = [
+                Outcome(m, COUNTED[m.decision.action], reason=m.decision.reason) for m in members
+            ]
+        else:
+            outcomes = self._send(audience_id, members)
+        for outcome in outcomes:
+            self._record(audience_id, outcome)
+        self.run.processed += len(members)
+        if not self.run.dry_run:
+            self._heartbeat()
+        self.session.commit()
+        self.on_progress(self.run)
+
+    def _send(self, audience_id: str, members: list[Member]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        adds = [m for m in members if m.decision.action is Action.ADD]
+        singles = [m for m in members if m.decision.action in _ONE_BY_ONE]
+        if adds:
+            added, existing = self._batch_add(audience_id, adds)
+            outcomes += added
+            for member in existing:  # already in Mailchimp: update, never resubscribe
+                member.decision = Decision(Action.UPDATE, add_tags=member.want.tags)
+            singles += existing
+        outcomes += [
+            Outcome(m, COUNTED[m.decision.action], reason=m.decision.reason)
+            for m in members
+            if m.decision.action in (Action.UNCHANGED, Action.BLOCKED, Action.REJECTED)
+        ]
+        workers = int(self.config["MAILCHIMP_SYNC_MAX_CONNECTIONS"])
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, 10))) as pool:
+            outcomes += list(pool.map(lambda m: self._send_one(audience_id, m), singles))
+        return outcomes
+
+    def _batch_add(
+        self, audience_id: str, members: list[Member]
+    ) -> tuple[list[Outcome], list[Member]]:
+        status = "pending" if self.double_opt_in else "subscribed"
+        body = [
+            {
+                "email_address": m.want.email,
+                "status": status,
+                "merge_fields": dict(m.want.merge_fields),
+                "tags": sorted(m.want.tags),
+            }
+            for m in members
+        ]
+        result = self.api.batch_subscribe(audience_id, body)
+        by_email = {m.want.email.lower(): m for m in members}
+        outcomes = [
+            Outcome(by_email[new["email_address"].lower()], "added", status=new["status"])
+            for new in result.get("new_members", [])
+            if new["email_address"].lower() in by_email
+        ]
+        existing = []
+        for error in result.get("errors", []):
+            member = by_email.get(str(error.get("email_address", "")).lower())
+            if member is None:
+                continue
+            if error.get("error_code") == "ERROR_CONTACT_EXISTS":
+                existing.append(member)
+            else:
+                outcomes.append(
+                    Outcome(member, "failed", reason=str(error.get("error") or "refused"))
+                )
+        return outcomes, existing
+
+    def _send_one(self, audience_id: str, member: Member) -> Outcome:
+        action = member.decision.action
+        try:
+            if action is Action.ARCHIVE:
+                gone = self.api.archive_member(audience_id, member.hash)
+                return Outcome(member, "archived" if gone else "unchanged", status="archived")
+            reply = self._write_member(audience_id, member)
+        except MailchimpApiError as error:
+            if error.status == 0 or error.status == 429 or error.status >= 500:
+                raise  # Mailchimp is unavailable even after retries: stop the run here
+            if error.title == "Member In Compliance State":
+                return Outcome(member, "blocked", reason="unsubscribed before it was archived")
+            return Outcome(member, "failed", reason=error.detail or str(error))
+        status = reply.get("status", "")
+        blocked = blocked_by(status)
+        if blocked is not None:
+            return Outcome(member, "blocked", status=status, reason=blocked.reason)
+        if member.decision.add_tags or member.decision.remove_tags:
+            self.api.set_tags(
+                audience_id,
+                member.hash,
+                sorted(member.decision.add_tags),
+                sorted(member.decision.remove_tags),
+            )
+        return Outcome(member, COUNTED[action], status=status)
+
+    def _write_member(self, audience_id: str, member: Member) -> dict[str, Any]:
+        wanted = member.want
+        new_status = "pending" if self.double_opt_in else "subscribed"
+        body: dict[str, Any] = {
+            "email_address": wanted.email,
+            "merge_fields": dict(wanted.merge_fields),
+        }
+        if member.decision.action is Action.MOVE:
+            return self.api.change_member(audience_id, member.moved_from.subscriber_hash, body)
+        body["status_if_new"] = new_status
+        if member.decision.action is Action.RESTORE:
+            body["status"] = new_status  # only a member the shop archived itself
+        return self.api.upsert_member(audience_id, member.hash, body)
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _record(self, audience_id: str, outcome: Outcome) -> None:
+        member = outcome.member
+        setattr(self.run, outcome.counted, getattr(self.run, outcome.counted) + 1)
+        email = (
+            member.wanted.email if member.wanted else (member.state.email if member.state else "")
+        )
+        if outcome.counted in ("blocked", "failed"):
+            self._item(outcome.counted, outcome.reason, email=email)
+        if self.run.dry_run:
+            return
+        if member.decision.action is Action.REJECTED:
+            return  # nothing was sent; the record of the refusal stands
+        state = self._state_for(audience_id, member)
+        state.last_error = outcome.reason if outcome.counted == "failed" else None
+        if outcome.counted == "failed" and member.wanted is not None and state.status is None:
+            state.fingerprint = member.wanted.fingerprint  # remember what was refused
+        if outcome.status:
+            _set_status(state, outcome.status, email)
+        if outcome.counted == "archived":
+            state.archived_by_shop = True
+        elif outcome.counted in ("added", "updated") and member.wanted is not None:
+            state.sent = True
+            state.archived_by_shop = False
+            state.fingerprint = member.wanted.fingerprint
+            state.tags = ",".join(sorted(member.wanted.tags))
+            state.synced_at = utcnow()
+        if member.wanted is not None and outcome.counted != "failed":
+            self._link_contacts(audience_id, member)
+
+    def _state_for(self, audience_id: str, member: Member) -> Any:
+        if member.decision.action is Action.MOVE and member.moved_from is not None:
+            # The member itself moved: its row follows it to the new address.
+            member.moved_from.subscriber_hash = member.hash
+            member.state = member.moved_from
+        if member.state is None:
+            member.state = self.models.MemberState(
+                audience_id=audience_id,
+                subscriber_hash=member.hash,
+                sent=False,
+                tags="",
+                email=member.wanted.email if member.wanted else "",
+            )
+            self.session.add(member.state)
+        if member.wanted is not None:
+            member.state.email = member.wanted.email
+        return member.state
+
+    def _link_contacts(self, audience_id: str, member: Member) -> None:
+        """Remember which member each contact is, so an email change can move it."""
+        ContactState = self.models.ContactState
+        for row in member.contacts:
+            link = self.links.get((row.source, row.contact_key))
+            if link is None:
+                self.session.add(
+                    ContactState(
+                        source=row.source,
+                        contact_key=row.contact_key,
+                        audience_id=audience_id,
+                        subscriber_hash=member.hash,
+                    )
+                )
+            elif (link.audience_id, link.subscriber_hash) != (audience_id, member.hash):
+                link.audience_id, link.subscriber_hash = audience_id, member.hash
+
+    def _item(self, outcome: str, reason: str, **where: Any) -> None:
+        self.session.add(
+            self.models.SyncRunItem(run_id=self.run.id, outcome=outcome, reason=reason, **where)
+        )
+
+    def _states(self, audience_id: str, hashes: Sequence[str]) -> dict[str, Any]:
+        State = self.models.MemberState
+        rows = self.session.execute(
+            sa.select(State).where(
+                State.audience_id == audience_id, State.subscriber_hash.in_(hashes)
+            )
+        ).scalars()
+        return {row.subscriber_hash: row for row in rows}
+
+    def _staged(self, audience_id: str, hashes: Sequence[str]) -> dict[str, list[Any]]:
+        staged = self.models.StagedContact
+        rows = self.session.execute(
+            sa.select(staged)
+            .where(
+                staged.run_id == self.run.id,
+                staged.audience_id == audience_id,
+                staged.subscriber_hash.in_(hashes),
+            )
+            .order_by(staged.id)
+        ).scalars()
+        grouped: dict[str, list[Any]] = defaultdict(list)
+        for row in rows:
+            grouped[row.subscriber_hash].append(row)
+        return grouped
+
+    def _contact_links(self, staged: dict[str, list[Any]]) -> dict[tuple[str, str], Any]:
+        """The page's contacts' links to the members they were last sent as."""
+        ContactState = self.models.ContactState
+        keys = {row.contact_key for rows in staged.values() for row in rows}
+        rows = self.session.execute(
+            sa.select(ContactState).where(ContactState.contact_key.in_(keys))
+        ).scalars()
+        return {(link.source, link.contact_key): link for link in rows}
+
+    def _previous_members(self, audience_id: str, staged: dict[str, list[Any]]) -> dict[str, Any]:
+        """For addresses new to the audience: the member a contact was last sent as."""
+        moved = {
+            (link.audience_id, link.subscriber_hash): member_hash
+            for member_hash, rows in staged.items()
+            for row in rows
+            if (link := self.links.get((row.source, row.contact_key))) is not None
+            and link.audience_id == audience_id
+            and link.subscriber_hash != member_hash
+        }
+        if not moved:
+            return {}
+        states = self._states(audience_id, [old for _, old in moved])
+        return {new: states[old] for (_, old), new in moved.items() if old in states}
+
+
+_ONE_BY_ONE = (Action.UPDATE, Action.MOVE, Action.RESTORE, Action.ARCHIVE)
+
+
+def _known(state: Any) -> Known | None:
+    if state is None:
+        return None
+    return Known(
+        status=state.status,
+        sent=bool(state.sent),
+        archived_by_shop=bool(state.archived_by_shop),
+        fingerprint=state.fingerprint,
+        tags=frozenset(t for t in (state.tags or "").split(",") if t),
+        error=state.last_error,
+    )
+
+
+def _set_status(state: Any, status: str, email: str) -> None:
+    if state.status != status:
+        state.status = status
+        state.status_changed_at = utcnow()
+    state.email = email
+
+
+def _pages(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    page: list[Any] = []
+    for item in items:
+        page.append(item)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
