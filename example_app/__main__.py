@@ -27,6 +27,9 @@ def main() -> None:
 
     app = create_app({"MAILCHIMP_SYNC_API_URL": api_url})
     with app.app_context():
+        if demo is not None:
+            # The emulator starts empty each time, so the shop starts afresh with it.
+            db.drop_all()
         db.create_all()
         seed()
         if demo is not None:

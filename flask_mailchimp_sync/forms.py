@@ -55,6 +55,13 @@ class DisconnectForm(FlaskForm):
     disconnect = SubmitField("Disconnect")
 
 
+class SyncForm(FlaskForm):
+    """The Sync and Preview buttons (one form: which button was pressed decides)."""
+
+    sync = SubmitField("Sync")
+    preview = SubmitField("Preview")
+
+
 def role_field(role_index: int, kind: str) -> str:
     """Field names use the role's position: role names may hold any characters."""
     return f"role{role_index}_{kind}"

@@ -217,12 +217,6 @@ def _define(db: SQLAlchemy) -> Models:
         skipped = sa.Column(sa.Integer, nullable=False, default=0)
         failed = sa.Column(sa.Integer, nullable=False, default=0)
         error = sa.Column(sa.Text)
-        items = db.relationship(
-            lambda: MailchimpSyncRunItem,
-            back_populates="run",
-            cascade="all, delete-orphan",
-            lazy="dynamic",
-        )
 
     class MailchimpSyncRunItem(db.Model):  # type: ignore[name-defined]
         """A contact a run skipped, found blocked or failed to send, and why."""
@@ -238,7 +232,7 @@ def _define(db: SQLAlchemy) -> Models:
         contact_key = sa.Column(sa.String(64))
         email = sa.Column(sa.String(255))
         reason = sa.Column(sa.Text, nullable=False)
-        run = db.relationship(lambda: MailchimpSyncRun, back_populates="items")
+        run = db.relationship(lambda: MailchimpSyncRun)
 
     return Models(
         Settings=MailchimpSettings,

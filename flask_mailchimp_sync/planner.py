@@ -93,7 +93,12 @@ def decide(
     if wanted is None or not wanted.consent:
         return _without_consent(known)
     if known is None or known.status is None:
-        if known is not None and known.error and known.fingerprint == wanted.fingerprint and not full:
+        if (
+            known is not None
+            and known.error
+            and known.fingerprint == wanted.fingerprint
+            and not full
+        ):
             # Refusals such as "looks fake" are final for the same data; retrying each
             # sync would only repeat them. A change to the contact, or --full, tries again.
             return Decision(Action.REJECTED, known.error)

@@ -481,7 +481,14 @@ class SyncRunner:
             member.wanted.email if member.wanted else (member.state.email if member.state else "")
         )
         if outcome.counted in ("blocked", "failed"):
-            self._item(outcome.counted, outcome.reason, email=email)
+            first = member.contacts[0] if member.contacts else None
+            self._item(
+                outcome.counted,
+                outcome.reason,
+                email=email,
+                source=first.source if first else None,
+                contact_key=first.contact_key if first else None,
+            )
         if self.run.dry_run:
             return
         if member.decision.action is Action.REJECTED:

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+import sqlalchemy as sa
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_wtf import FlaskForm
 
 from . import connection
@@ -16,7 +27,9 @@ from .client import AudienceInfo
 from .connection import AudienceChoice, ConnectionProblem, default_tag
 from .exceptions import MailchimpSyncError
 from .extension import MailchimpSync, get_extension
-from .forms import NOT_SYNCED, DisconnectForm, audiences_form, connect_form, role_field
+from .forms import NOT_SYNCED, DisconnectForm, SyncForm, audiences_form, connect_form, role_field
+from .jobs import start_sync
+from .sync import SyncRefused
 
 blueprint = Blueprint("mailchimp_sync", __name__, template_folder="templates")
 
@@ -96,6 +109,67 @@ def disconnect() -> Any:
     return redirect(url_for(".settings_page"))
 
 
+@blueprint.post("/sync")
+def sync() -> Any:
+    """Sync (or preview): queue a run and show its progress; never waits on Mailchimp."""
+    extension = get_extension()
+    form = SyncForm()
+    if not form.validate_on_submit():
+        return _render(), 400
+    try:
+        run = start_sync(extension, dry_run=bool(form.preview.data), trigger="button")
+    except SyncRefused as refused:
+        flash(str(refused), FLASH_CATEGORY)
+        return redirect(url_for(".settings_page"))
+    return redirect(url_for(".run_page", run_id=run.id))
+
+
+@blueprint.get("/runs")
+def runs_page() -> Any:
+    extension = get_extension()
+    SyncRun = extension.models.SyncRun
+    page = extension.db.paginate(sa.select(SyncRun).order_by(SyncRun.id.desc()), per_page=25)
+    return render_template("mailchimp_sync/runs.html", page=page)
+
+
+@blueprint.get("/runs/<int:run_id>")
+def run_page(run_id: int) -> Any:
+    extension = get_extension()
+    run = extension.db.session.get(extension.models.SyncRun, run_id) or abort(404)
+    outcome = request.args.get("outcome")
+    Item = extension.models.SyncRunItem
+    items = sa.select(Item).where(Item.run_id == run.id).order_by(Item.id)
+    if outcome in ("skipped", "blocked", "failed"):
+        items = items.where(Item.outcome == outcome)
+    page = extension.db.paginate(items, per_page=100)
+    return render_template("mailchimp_sync/run.html", run=run, items=page, outcome=outcome)
+
+
+@blueprint.get("/runs/<int:run_id>.json")
+def run_progress(run_id: int) -> Any:
+    """What the run page polls while a run goes on."""
+    extension = get_extension()
+    run = extension.db.session.get(extension.models.SyncRun, run_id) or abort(404)
+    return jsonify(run_summary(run))
+
+
+def run_summary(run: Any) -> dict[str, Any]:
+    counts = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
+    return {
+        "id": run.id,
+        "state": run.state,
+        "phase": run.phase,
+        "dry_run": run.dry_run,
+        "processed": run.processed,
+        "total": run.total,
+        "percent": 100
+        if run.state == "done"
+        else (100 * run.processed // run.total if run.total else 0),
+        "counts": {name: getattr(run, name) for name in counts},
+        "error": run.error,
+    }
+
+
 def _render(*, connect: FlaskForm | None = None, audiences: FlaskForm | None = None) -> str:
     extension = get_extension()
     settings = extension.settings_store().get()
@@ -117,9 +191,17 @@ def _render(*, connect: FlaskForm | None = None, audiences: FlaskForm | None = N
         connect_form=connect or connect_form(extension.roles, formdata=None),
         audiences_form=audiences,
         disconnect_form=DisconnectForm(formdata=None),
+        sync_form=SyncForm(formdata=None),
+        recent_runs=_recent_runs(extension),
         audiences_problem=problem,
         role_field=role_field,
     )
+
+
+def _recent_runs(extension: MailchimpSync) -> list[Any]:
+    SyncRun = extension.models.SyncRun
+    query = sa.select(SyncRun).order_by(SyncRun.id.desc()).limit(5)
+    return list(extension.db.session.execute(query).scalars())
 
 
 def _available_audiences(extension: MailchimpSync) -> tuple[list[AudienceInfo] | None, str | None]:
