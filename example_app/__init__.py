@@ -57,6 +57,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         # The plugin's pages wear the shop's own layout.
         MAILCHIMP_SYNC_BASE_TEMPLATE="shop/base.html",
     )
+    # FLASK_MAILCHIMP_SYNC_REDIS_URL=... and the like, for deployments and workers.
+    app.config.from_prefixed_env()
     app.config.update(config or {})
     os.makedirs(app.instance_path, exist_ok=True)
 

@@ -126,7 +126,8 @@ class SyncRunner:
             )
         audience_ids = sorted({t.audience_id for t in targets})
         self.run.audiences = ",".join(audience_ids)
-        lock_names = [f"audience:{a}" for a in audience_ids]
+        # A preview changes nothing in Mailchimp, so it may run beside a sync.
+        lock_names = [] if self.run.dry_run else [f"audience:{a}" for a in audience_ids]
         ttl = float(self.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"])
         if not locks.acquire(self.session, self.models.Lock, lock_names, self.holder, ttl):
             return self._fail("A sync of this audience is already running.")

@@ -40,3 +40,64 @@ def make_host(tmp_path: Any, name: str = "host") -> tuple[Flask, SQLAlchemy, Mai
     app.config.update(SECRET_KEY="s", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/{name}.db")
     db.init_app(app)
     return app, db, mailchimp
+
+
+def add_consignor(
+    db: Any, name: str, email: str | None, *, opted_in: bool = True, phone: str | None = None
+) -> Any:
+    from example_app.models import Consignor
+
+    consignor = Consignor(name=name, email=email, marketing_opt_in=opted_in, phone=phone)
+    db.session.add(consignor)
+    db.session.commit()
+    return consignor
+
+
+def add_customer(
+    db: Any, first: str, last: str, email: str | None, *, opted_in: bool = True
+) -> Any:
+    from example_app.models import Customer, CustomerPreferences
+
+    customer = Customer(first_name=first, last_name=last, email=email)
+    customer.preferences = CustomerPreferences(accepts_marketing=opted_in)
+    db.session.add(customer)
+    db.session.commit()
+    return customer
+
+
+def connect_shop(api_key: str, audiences: dict[str, str], *, double_opt_in: bool = False) -> None:
+    """Connect the example shop's extension (needs an app context)."""
+    from example_app import mailchimp
+
+    store = mailchimp.settings_store()
+    store.save_account(api_key, account_id="acc", account_name="Marigold Consignment")
+    for role, audience_id in audiences.items():
+        store.set_audience(role, audience_id, name=role, tag=role.title())
+    store.get().double_opt_in = double_opt_in
+    mailchimp.db.session.commit()
+
+
+def sync(**options: Any) -> Any:
+    """Run a sync (or preview) to the end, in this process; returns the run."""
+    from example_app import mailchimp
+    from flask_mailchimp_sync.jobs import start_sync
+    from flask_mailchimp_sync.sync import SyncRunner
+
+    run = start_sync(mailchimp, enqueue=False, trigger="test", **options)
+    return SyncRunner(mailchimp, run.id).execute()
+
+
+def counts(run: Any) -> dict[str, int]:
+    names = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
+    return {name: getattr(run, name) for name in names if getattr(run, name)}
+
+
+def items(run: Any) -> dict[str, tuple[str, str]]:
+    """The run's reported contacts: email (or source#key) -> (outcome, reason)."""
+    from example_app import mailchimp
+
+    Item = mailchimp.models.SyncRunItem
+    rows = mailchimp.db.session.query(Item).filter_by(run_id=run.id)
+    return {
+        row.email or f"{row.source}#{row.contact_key}": (row.outcome, row.reason) for row in rows
+    }

@@ -85,7 +85,10 @@ def test_tables_are_prefixed_and_created_with_the_hosts_metadata(tmp_path):
     assert plugin_tables == {
         "mailchimp_sync_settings",
         "mailchimp_sync_audiences",
+        "mailchimp_sync_members",
         "mailchimp_sync_contacts",
+        "mailchimp_sync_staged",
+        "mailchimp_sync_locks",
         "mailchimp_sync_runs",
         "mailchimp_sync_run_items",
     }
