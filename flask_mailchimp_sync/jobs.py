@@ -66,7 +66,12 @@ def start_sync(
     session.add(run)
     session.commit()
     if enqueue:
-        enqueue_run(run.id)
+        try:
+            enqueue_run(run.id)
+        except SyncRefused as refused:
+            run.state, run.error, run.finished_at = "failed", str(refused), utcnow()
+            session.commit()
+            raise
     return run
 
 
@@ -88,18 +93,22 @@ def _refuse_if_running(extension: MailchimpSync, audiences: list[str]) -> None:
 
 
 def _fail_abandoned_runs(extension: MailchimpSync) -> None:
-    """Runs whose worker died: queued or running for longer than a lock lives, no lock."""
-    SyncRun = extension.models.SyncRun
+    """Mark runs whose worker died as failed, so they no longer block new ones.
+
+    A live run holds its audiences' locks and refreshes them after every page; a
+    running run without them was killed. A queued run older than a lock's lifetime
+    was lost with its queue (or never picked up).
+    """
+    models, session = extension.models, extension.db.session
     ttl = timedelta(seconds=float(current_app.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"]))
-    session = extension.db.session
-    for run in session.execute(
-        sa.select(SyncRun).where(SyncRun.state.in_(["queued", "running"]))
-    ).scalars():
-        since = as_utc(run.started_at or run.queued_at)
-        held = locks.held(
-            session, extension.models.Lock, [f"audience:{a}" for a in run.audiences.split(",")]
-        )
-        if utcnow() - since > ttl and not held:
+    unfinished = sa.select(models.SyncRun).where(models.SyncRun.state.in_(["queued", "running"]))
+    for run in session.execute(unfinished).scalars():
+        names = [f"audience:{a}" for a in run.audiences.split(",")]
+        if run.state == "running" and not run.dry_run:
+            abandoned = not locks.held(session, models.Lock, names)
+        else:  # queued, or a preview (which takes no locks)
+            abandoned = utcnow() - as_utc(run.started_at or run.queued_at) > ttl
+        if abandoned:
             run.state = "failed"
             run.error = (
                 "The run stopped without finishing (its worker ended); "

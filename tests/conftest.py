@@ -15,11 +15,16 @@ from flask_mailchimp_sync.client import USER_AGENT
 from flask_mailchimp_sync.testing import MailchimpEmulator
 from flask_mailchimp_sync.testing.emulator import Account, Audience
 
-from .helpers import PLUGIN_REQUESTS, csrf_token
+from .helpers import NOTES, PLUGIN_REQUESTS, csrf_token
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for note in NOTES:
+        terminalreporter.write_line(note)
 
 
 def database_url(tmp_path: Any) -> str:

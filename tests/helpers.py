@@ -15,6 +15,9 @@ from flask_mailchimp_sync import MailchimpSync
 #: conformance test (which runs last) holds each against Mailchimp's published schemas.
 PLUGIN_REQUESTS: list[dict[str, Any]] = []
 
+#: Said at the end of the test run (e.g. which tests fell back to a stand-in service).
+NOTES: list[str] = []
+
 
 def csrf_token(html: str) -> str:
     """The CSRF token of the (first) form on a page."""
