@@ -7,7 +7,10 @@ shared, so each app (and each worker) uses its own settings.
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import random
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -219,6 +222,38 @@ class MailchimpApi:
         tags += [{"name": t, "status": "inactive"} for t in inactive]
         self._call(self._client.lists.members.tags.update, audience_id, member_hash, {"tags": tags})
 
+    def run_operations(
+        self, operations: list[dict[str, Any]], *, poll: float = 0.25, patience: float = 900.0
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Carry out many calls as one batch (``/batches``): one request, then polling.
+
+        Returns each operation's HTTP status and JSON reply, in the order given.
+        """
+        numbered = [dict(op, operation_id=str(n)) for n, op in enumerate(operations)]
+        batch = self._call(self._client.batch_operations.create, {"operations": numbered})
+        deadline = time.monotonic() + patience
+        while batch.get("status") != "finished":
+            if time.monotonic() > deadline:
+                raise MailchimpUnreachableError(
+                    f"Mailchimp did not finish a batch of {len(operations)} changes within "
+                    f"{patience:g} seconds; the next run sends what is left."
+                )
+            time.sleep(poll)
+            poll = min(poll * 2, 5.0)
+            batch = self._call(self._client.batch_operations.get, batch["id"])
+        return _batch_results(self._download(batch["response_body_url"]), len(operations))
+
+    def _download(self, url: str) -> bytes:
+        try:
+            response = requests.get(url, timeout=self._client.timeout)
+            response.raise_for_status()
+        except requests.RequestException:
+            raise MailchimpUnreachableError(
+                "The results of a Mailchimp batch could not be downloaded; the next run "
+                "checks those changes again."
+            ) from None
+        return response.content
+
     # -- the one way every call goes -----------------------------------------------------
 
     def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -246,6 +281,22 @@ class MailchimpApi:
                 raise problem
             time.sleep(backoff_delay(attempt, self._backoff))
             attempt += 1
+
+
+def _batch_results(archive: bytes, count: int) -> list[tuple[int, dict[str, Any]]]:
+    """Mailchimp's results archive: a gzipped tar of JSON lists of operation results."""
+    found: dict[int, tuple[int, dict[str, Any]]] = {}
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        for entry in tar.getmembers():
+            handle = tar.extractfile(entry) if entry.isfile() else None
+            if handle is None:
+                continue
+            for result in json.loads(handle.read() or b"[]"):
+                text = result.get("response") or ""
+                reply = json.loads(text) if text.strip().startswith("{") else {}
+                found[int(result["operation_id"])] = (int(result["status_code"]), reply)
+    # An operation missing from the archive is treated as not done (sent again later).
+    return [found.get(n, (0, {})) for n in range(count)]
 
 
 def backoff_delay(attempt: int, base: float, cap: float = 30.0) -> float:

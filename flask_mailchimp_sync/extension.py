@@ -39,6 +39,9 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "MAILCHIMP_SYNC_RETRY_BACKOFF": 0.5,
     # Seconds a sync's audience lock lives without a heartbeat (a dead worker's expires).
     "MAILCHIMP_SYNC_LOCK_TIMEOUT": 900,
+    # Above this many changes to existing members in one go, send them as one batch
+    # operation (/batches) instead of one request each.
+    "MAILCHIMP_SYNC_BATCH_THRESHOLD": 20,
     # Contacts read from a host model per query.
     "MAILCHIMP_SYNC_CHUNK_SIZE": 1000,
 }

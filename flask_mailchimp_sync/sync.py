@@ -11,6 +11,7 @@ midway leaves a true record and the next run simply does what is left.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -395,10 +396,102 @@ class SyncRunner:
             for m in members
             if m.decision.action in (Action.UNCHANGED, Action.BLOCKED, Action.REJECTED)
         ]
-        workers = int(self.config["MAILCHIMP_SYNC_MAX_CONNECTIONS"])
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, 10))) as pool:
-            outcomes += list(pool.map(lambda m: self._send_one(audience_id, m), singles))
+        outcomes += self._send_singles(audience_id, singles)
         return outcomes
+
+    def _send_singles(self, audience_id: str, members: list[Member]) -> list[Outcome]:
+        """Changes to existing members: one by one when few, else as one batch operation."""
+        if len(members) <= int(self.config["MAILCHIMP_SYNC_BATCH_THRESHOLD"]):
+            workers = max(1, min(int(self.config["MAILCHIMP_SYNC_MAX_CONNECTIONS"]), 10))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                return list(pool.map(lambda m: self._send_one(audience_id, m), members))
+        results = self.api.run_operations([self._operation(audience_id, m) for m in members])
+        outcomes, retry, tagging = [], [], []
+        for member, (status_code, reply) in zip(members, results, strict=True):
+            if status_code == 0 or status_code == 429 or status_code >= 500:
+                retry.append(member)  # transient inside the batch: once more, one by one
+                continue
+            outcome = self._outcome(member, status_code, reply)
+            outcomes.append(outcome)
+            if outcome.counted in ("added", "updated") and _tag_change(member):
+                tagging.append(member)
+        if tagging:
+            self.api.run_operations([self._tag_operation(audience_id, m) for m in tagging])
+        return outcomes + [self._send_one(audience_id, m) for m in retry]
+
+    def _send_one(self, audience_id: str, member: Member) -> Outcome:
+        action = member.decision.action
+        try:
+            if action is Action.ARCHIVE:
+                gone = self.api.archive_member(audience_id, member.hash)
+                return self._outcome(member, 204 if gone else 404, {})
+            body = self._member_body(member)
+            if action is Action.MOVE:
+                reply = self.api.change_member(audience_id, member.moved_from.subscriber_hash, body)
+            else:
+                reply = self.api.upsert_member(audience_id, member.hash, body)
+        except MailchimpApiError as error:
+            if error.status == 0 or error.status == 429 or error.status >= 500:
+                raise  # Mailchimp is unavailable even after retries: stop the run here
+            return self._outcome(
+                member, error.status, {"title": error.title, "detail": error.detail}
+            )
+        outcome = self._outcome(member, 200, reply)
+        if outcome.counted in ("added", "updated") and _tag_change(member):
+            self.api.set_tags(audience_id, member.hash, sorted(member.decision.add_tags),
+                              sorted(member.decision.remove_tags))  # fmt: skip
+        return outcome
+
+    def _outcome(self, member: Member, status_code: int, reply: dict[str, Any]) -> Outcome:
+        """What one Mailchimp answer means for the run and for what the shop knows."""
+        action = member.decision.action
+        if action is Action.ARCHIVE:
+            archived = status_code == 204
+            return Outcome(member, "archived" if archived else "unchanged", status="archived")
+        if status_code >= 400:
+            if reply.get("title") == "Member In Compliance State" and action is Action.RESTORE:
+                return Outcome(member, "blocked", reason="unsubscribed before it was archived")
+            detail = reply.get("detail") or reply.get("title") or f"HTTP {status_code}"
+            return Outcome(member, "failed", reason=f"Mailchimp refused the request: {detail}")
+        status = str(reply.get("status", ""))
+        blocked = blocked_by(status)
+        if blocked is not None:
+            return Outcome(member, "blocked", status=status, reason=blocked.reason)
+        return Outcome(member, COUNTED[action], status=status)
+
+    def _member_body(self, member: Member) -> dict[str, Any]:
+        wanted = member.want
+        new_status = "pending" if self.double_opt_in else "subscribed"
+        body: dict[str, Any] = {
+            "email_address": wanted.email,
+            "merge_fields": dict(wanted.merge_fields),
+        }
+        if member.decision.action is Action.MOVE:
+            return body
+        body["status_if_new"] = new_status
+        if member.decision.action is Action.RESTORE:
+            body["status"] = new_status  # only a member the shop archived itself
+        return body
+
+    def _operation(self, audience_id: str, member: Member) -> dict[str, Any]:
+        members = f"/lists/{audience_id}/members"
+        action = member.decision.action
+        if action is Action.ARCHIVE:
+            return {"method": "DELETE", "path": f"{members}/{member.hash}"}
+        body = json.dumps(self._member_body(member))
+        if action is Action.MOVE:
+            return {
+                "method": "PATCH",
+                "path": f"{members}/{member.moved_from.subscriber_hash}",
+                "body": body,
+            }
+        return {"method": "PUT", "path": f"{members}/{member.hash}", "body": body}
+
+    def _tag_operation(self, audience_id: str, member: Member) -> dict[str, Any]:
+        tags = [{"name": t, "status": "active"} for t in sorted(member.decision.add_tags)]
+        tags += [{"name": t, "status": "inactive"} for t in sorted(member.decision.remove_tags)]
+        path = f"/lists/{audience_id}/members/{member.hash}/tags"
+        return {"method": "POST", "path": path, "body": json.dumps({"tags": tags})}
 
     def _batch_add(
         self, audience_id: str, members: list[Member]
@@ -432,46 +525,6 @@ class SyncRunner:
                     Outcome(member, "failed", reason=str(error.get("error") or "refused"))
                 )
         return outcomes, existing
-
-    def _send_one(self, audience_id: str, member: Member) -> Outcome:
-        action = member.decision.action
-        try:
-            if action is Action.ARCHIVE:
-                gone = self.api.archive_member(audience_id, member.hash)
-                return Outcome(member, "archived" if gone else "unchanged", status="archived")
-            reply = self._write_member(audience_id, member)
-        except MailchimpApiError as error:
-            if error.status == 0 or error.status == 429 or error.status >= 500:
-                raise  # Mailchimp is unavailable even after retries: stop the run here
-            if error.title == "Member In Compliance State":
-                return Outcome(member, "blocked", reason="unsubscribed before it was archived")
-            return Outcome(member, "failed", reason=error.detail or str(error))
-        status = reply.get("status", "")
-        blocked = blocked_by(status)
-        if blocked is not None:
-            return Outcome(member, "blocked", status=status, reason=blocked.reason)
-        if member.decision.add_tags or member.decision.remove_tags:
-            self.api.set_tags(
-                audience_id,
-                member.hash,
-                sorted(member.decision.add_tags),
-                sorted(member.decision.remove_tags),
-            )
-        return Outcome(member, COUNTED[action], status=status)
-
-    def _write_member(self, audience_id: str, member: Member) -> dict[str, Any]:
-        wanted = member.want
-        new_status = "pending" if self.double_opt_in else "subscribed"
-        body: dict[str, Any] = {
-            "email_address": wanted.email,
-            "merge_fields": dict(wanted.merge_fields),
-        }
-        if member.decision.action is Action.MOVE:
-            return self.api.change_member(audience_id, member.moved_from.subscriber_hash, body)
-        body["status_if_new"] = new_status
-        if member.decision.action is Action.RESTORE:
-            body["status"] = new_status  # only a member the shop archived itself
-        return self.api.upsert_member(audience_id, member.hash, body)
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -602,6 +655,10 @@ class SyncRunner:
 
 
 _ONE_BY_ONE = (Action.UPDATE, Action.MOVE, Action.RESTORE, Action.ARCHIVE)
+
+
+def _tag_change(member: Member) -> bool:
+    return bool(member.decision.add_tags or member.decision.remove_tags)
 
 
 def _known(state: Any) -> Known | None:

@@ -370,3 +370,31 @@ def test_not_connected_or_no_audience_is_refused_with_a_reason(db, mailchimp_acc
     connect_shop(mailchimp_account.api_key, {})
     with pytest.raises(SyncRefused, match="No audience is chosen"):
         sync()
+
+
+def test_many_changes_to_existing_members_go_as_one_batch_operation(db, emulator, shared):
+    customers = [add_customer(db, f"C{n}", "Shop", f"c{n}@mailbox.shop") for n in range(40)]
+    sync()
+    before = len(emulator.state.requests)
+    for customer in customers[:25]:
+        customer.last_name = "Renamed"
+    for customer in customers[25:]:
+        customer.preferences.accepts_marketing = False
+    db.session.commit()
+    run = sync()
+    assert counts(run) == {"updated": 25, "archived": 15}
+    assert [(r["method"], r["path"]) for r in writes(emulator, before)] == [("POST", "/batches")]
+    held = members(emulator, shared)
+    assert sum(1 for m in held.values() if m[0] == "archived") == 15
+    assert sum(1 for m in held.values() if m[2].get("LNAME") == "Renamed") == 25
+
+
+def test_failures_inside_a_batch_operation_are_retried_one_by_one(db, emulator, shared):
+    customers = [add_customer(db, f"C{n}", "Shop", f"c{n}@mailbox.shop") for n in range(25)]
+    sync()
+    for customer in customers:
+        customer.last_name = "Renamed"
+    db.session.commit()
+    emulator.state.set_status(shared, "c3@mailbox.shop", "unsubscribed")
+    run = sync()
+    assert counts(run) == {"updated": 24, "blocked": 1}

@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask, Response, request
 
-from . import errors, rules, schemas
+from . import batches, errors, rules, schemas
 from .faults import Faults
 from .fields import filter_fields
 from .state import Account, EmulatorState, parse_timestamp
@@ -44,6 +44,7 @@ def create_app(state: EmulatorState, faults: Faults) -> Flask:
         return register
 
     _api_routes(route, state)
+    _batch_routes(route, app, state)
     _control_routes(app, state, faults)
 
     @app.errorhandler(404)
@@ -190,6 +191,21 @@ def _api_routes(route: Callable[..., Callable[[Handler], Handler]], state: Emula
             raise errors.not_found()
 
 
+def _batch_routes(
+    route: Callable[..., Callable[[Handler], Handler]], app: Flask, state: EmulatorState
+) -> None:
+    @route("/batches", "POST", schemas.BATCH_OPERATIONS)
+    def create_batch(account: Account, body: dict[str, Any]) -> Any:
+        return batches.run_batch(app, state, account, body["operations"], request.host_url)
+
+    @route("/batches/<batch_id>", "GET")
+    def get_batch(account: Account, batch_id: str) -> Any:
+        batch = state.batches.get(batch_id)
+        if batch is None or batch["account_key"] != account.api_key:
+            raise errors.not_found()
+        return batches.public(batch)
+
+
 def _hash_of(body: dict[str, Any]) -> str:
     return rules.subscriber_hash(body["email_address"].strip())
 
@@ -222,16 +238,21 @@ class _Gate:
     ) -> Response:
         body: Any = None
         response: Response
+        internal = bool(request.environ.get(batches.INTERNAL))
         try:
             body = _json_body() if schema is not None else None
             account = self.state.account_for(
                 request.authorization.password if request.authorization else None
             )
-            with self._connection(account):
-                response = self._serve(account, handler, schema, params, body)
+            if internal:  # an operation of a batch: already admitted with the batch
+                response = self._serve(account, handler, schema, params, body, faults=False)
+            else:
+                with self._connection(account):
+                    response = self._serve(account, handler, schema, params, body)
         except errors.ApiError as refused:
             response = _problem(refused)
-        self._log(body, response.status_code)
+        if not internal:
+            self._log(body, response.status_code)
         return response
 
     def _serve(
@@ -241,10 +262,12 @@ class _Gate:
         schema: schemas.Schema | None,
         params: dict[str, str],
         body: Any,
+        *,
+        faults: bool = True,
     ) -> Response:
-        if self.faults.latency:
+        if faults and self.faults.latency:
             time.sleep(self.faults.latency)
-        fault = self.faults.draw()
+        fault = self.faults.draw() if faults else None
         if fault == "drop":
             _drop_connection()
         if fault and fault != "timeout":
@@ -371,6 +394,16 @@ def _control_routes(app: Flask, state: EmulatorState, faults: Faults) -> None:
         start = request.args.get("since", 0, type=int)
         with state.lock:
             return _json(state.requests[start:])
+
+    @app.get("/_emulator/batches/<batch_id>/results.tar.gz")
+    def batch_results(batch_id: str) -> Response:
+        """Like Mailchimp's results link: no key needed, just the unguessable URL."""
+        with state.lock:
+            batch = state.batches.get(batch_id)
+            if batch is None:
+                return _problem(errors.not_found())
+            archive = batches.results_archive(batch)
+        return Response(archive, content_type="application/x-gzip")
 
     @app.post("/_emulator/faults")
     def set_faults() -> Response:

@@ -206,3 +206,26 @@ def _join(path: str, name: str) -> str:
 
 def _error(field: str, message: str) -> dict[str, str]:
     return {"field": field, "message": message}
+
+
+#: POST /batches: many operations in one request, carried out asynchronously.
+BATCH_OPERATIONS: Schema = {
+    "type": "object",
+    "required": ["operations"],
+    "properties": {
+        "operations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["method", "path"],
+                "properties": {
+                    "method": {"type": "string", "enum": ["GET", "POST", "PUT", "PATCH", "DELETE"]},
+                    "path": {"type": "string"},
+                    "params": {"type": "object"},
+                    "body": {"type": "string"},
+                    "operation_id": {"type": "string"},
+                },
+            },
+        }
+    },
+}

@@ -159,6 +159,7 @@ class EmulatorState:
         self.accounts: dict[str, Account] = {}
         self.audiences: dict[str, Audience] = {}
         self.requests: list[dict[str, Any]] = []
+        self.batches: dict[str, dict[str, Any]] = {}
 
     # -- arranging state (tests, the demo) ------------------------------------------
 
