@@ -42,6 +42,10 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     # Above this many changes to existing members in one go, send them as one batch
     # operation (/batches) instead of one request each.
     "MAILCHIMP_SYNC_BATCH_THRESHOLD": 20,
+    # Days delivered real-time changes are kept in the outbox before pruning.
+    "MAILCHIMP_SYNC_OUTBOX_RETENTION": 7,
+    # Failed delivery attempts after which the page shows changes as failing.
+    "MAILCHIMP_SYNC_OUTBOX_FAILED_AFTER": 5,
     # Contacts read from a host model per query.
     "MAILCHIMP_SYNC_CHUNK_SIZE": 1000,
 }
@@ -54,6 +58,8 @@ class _AppState:
     extension: MailchimpSync
     #: The background thread pool for jobs when no Redis is configured (made on first use).
     executor: Any = None
+    #: The thread that hands outbox drains to the queue (made on first use).
+    dispatcher: Any = None
 
 
 class MailchimpSync:
@@ -90,6 +96,7 @@ class MailchimpSync:
         self.sources: list[ContactSource] = []
         self.register_blueprint = register_blueprint
         self._authorize: Callable[[], Any] | None = None
+        self._watches: dict[type, Any] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -103,9 +110,11 @@ class MailchimpSync:
             app.config.setdefault(key, value)
         app.extensions[EXTENSION_KEY] = _AppState(extension=self)
 
+        from . import outbox
         from .cli import mailchimp_cli
         from .views import blueprint
 
+        outbox.attach(self)
         app.cli.add_command(mailchimp_cli)
         if self.register_blueprint:
             app.register_blueprint(blueprint, url_prefix=app.config["MAILCHIMP_SYNC_URL_PREFIX"])
@@ -160,7 +169,16 @@ class MailchimpSync:
         if any(existing.name == source.name for existing in self.sources):
             raise ValueError(f"{model.__name__} is already registered for role {role!r}.")
         self.sources.append(source)
+        self._watches = None
         return source
+
+    def watches_by_model(self) -> dict[type, Any]:
+        """The host models whose changes are delivered in real time (computed once)."""
+        if self._watches is None:
+            from .outbox import watches_by_model
+
+            self._watches = watches_by_model(self)
+        return self._watches
 
     @property
     def roles(self) -> list[str]:
@@ -192,3 +210,8 @@ def _state(app: Flask) -> _AppState:
 def get_extension(app: Flask | None = None) -> MailchimpSync:
     """The :class:`MailchimpSync` registered on *app* (default: the current app)."""
     return _state(app if app is not None else current_app).extension
+
+
+def real_app() -> Flask:
+    """The current app itself, not the proxy: for signal senders and threads."""
+    return current_app._get_current_object()  # type: ignore[attr-defined]

@@ -9,6 +9,8 @@ way the job is :func:`run_sync_job` with a run id, and the run record is the tru
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import timedelta
@@ -18,6 +20,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
 
 from . import locks
+from .extension import real_app
 from .models import as_utc, utcnow
 from .sync import SyncRefused, SyncRunner, targets_for
 
@@ -27,6 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOB_PATH = "flask_mailchimp_sync.jobs.run_sync_job"
+DRAIN_JOB_PATH = "flask_mailchimp_sync.jobs.run_drain_job"
+#: A burst of commits within this many seconds becomes one drain.
+DEBOUNCE = 0.05
 
 
 def redis_url(config: Mapping[str, Any]) -> str | None:
@@ -120,7 +126,7 @@ def _fail_abandoned_runs(extension: MailchimpSync) -> None:
 
 def enqueue_run(run_id: int) -> None:
     """Hand a recorded run to the queue (RQ) or to this process's background thread."""
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = real_app()
     url = redis_url(app.config)
     if url is None:
         _local(app).submit(_run_in_app, app, run_id)
@@ -142,6 +148,106 @@ def enqueue_run(run_id: int) -> None:
         raise SyncRefused(
             "The sync could not be queued: Redis is unreachable. Try again once it is back."
         ) from None
+
+
+def enqueue_drain(app: Flask, delay: float = 0.0) -> None:
+    """Queue a drain of the outbox (may raise when Redis is down: the caller retries)."""
+    url = redis_url(app.config)
+    if url is None:
+        if delay:
+            threading.Timer(delay, dispatcher(app).nudge).start()
+        else:
+            _local(app).submit(_drain_in_app, app)
+        return
+    from redis import Redis
+    from rq import Queue
+
+    queue = Queue(app.config["MAILCHIMP_SYNC_QUEUE"], connection=Redis.from_url(url))
+    if delay:
+        queue.enqueue_in(timedelta(seconds=delay), DRAIN_JOB_PATH)
+    else:
+        queue.enqueue(
+            DRAIN_JOB_PATH, job_timeout=int(app.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"]) * 4
+        )
+
+
+def run_drain_job() -> None:
+    """The job: deliver the outbox; schedules its own retry when something waits."""
+    if not has_app_context():
+        raise RuntimeError(
+            "Mailchimp sync jobs need the Flask app: run the worker with `flask mailchimp worker`."
+        )
+    from .extension import get_extension
+    from .outbox import drain
+
+    extension = get_extension()
+    try:
+        result = drain(extension)
+    finally:
+        extension.db.session.remove()
+    if result.retry_in is not None:
+        app = real_app()
+        enqueue_drain(app, delay=max(result.retry_in, 0.5))
+
+
+def _drain_in_app(app: Flask) -> None:
+    with app.app_context():
+        run_drain_job()
+
+
+class Dispatcher:
+    """Hands drains to the queue from a thread of its own.
+
+    A commit only sets an event: the host's request never waits on Redis, and never
+    fails because Redis is down. A failed hand-over is logged and tried again; the
+    outbox keeps the changes meanwhile.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.busy = False
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def nudge(self) -> None:
+        self.busy = True
+        self._wake.set()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="mailchimp-sync-dispatcher", daemon=True
+                )
+                self._thread.start()
+
+    def _loop(self) -> None:
+        failures = 0
+        while True:
+            self._wake.wait()
+            time.sleep(DEBOUNCE)
+            self._wake.clear()
+            try:
+                enqueue_drain(self.app)
+                failures = 0
+                self.busy = self._wake.is_set()
+            except Exception as error:  # Redis down, most likely
+                failures += 1
+                log.warning("Could not queue delivery of Mailchimp changes (%s); retrying", error)
+                time.sleep(min(60.0, 0.5 * 2**failures))
+                self._wake.set()
+
+
+def dispatcher(app: Flask) -> Dispatcher:
+    from .extension import EXTENSION_KEY
+
+    state = app.extensions[EXTENSION_KEY]
+    with _dispatcher_lock:
+        if state.dispatcher is None:
+            state.dispatcher = Dispatcher(app)
+    return state.dispatcher
+
+
+_dispatcher_lock = threading.Lock()
 
 
 def run_sync_job(run_id: int) -> None:
@@ -193,11 +299,19 @@ def _log_failure(future: Future[Any]) -> None:
 
 
 def wait_for_jobs(app: Flask, timeout: float = 30.0) -> None:
-    """Wait until the in-process jobs queued so far are done (tests, graceful shutdown)."""
+    """Wait until in-process jobs (and the drains commits asked for) are done.
+
+    For tests and graceful shutdowns; with RQ, workers do the jobs and this returns.
+    """
     from .extension import EXTENSION_KEY
 
-    executor = app.extensions[EXTENSION_KEY].executor
-    if executor is not None:
-        _done, pending = wait(list(executor.futures), timeout=timeout)
-        if pending:
-            raise TimeoutError(f"{len(pending)} Mailchimp job(s) still running after {timeout} s.")
+    state = app.extensions[EXTENSION_KEY]
+    deadline = time.monotonic() + timeout
+    in_process = redis_url(app.config) is None
+    while time.monotonic() < deadline:
+        dispatching = in_process and state.dispatcher is not None and state.dispatcher.busy
+        futures = list(state.executor.futures) if state.executor is not None else []
+        if not dispatching and all(f.done() for f in futures):
+            return
+        wait(futures, timeout=0.05) if futures else time.sleep(0.01)
+    raise TimeoutError(f"Mailchimp jobs were still running after {timeout} s.")

@@ -42,11 +42,16 @@ def release(session: Any, lock_model: Any, names: Iterable[str], holder: str) ->
     session.commit()
 
 
-def held(session: Any, lock_model: Any, names: Iterable[str]) -> bool:
-    """Whether any of *names* is held and not expired."""
+def held(
+    session: Any, lock_model: Any, names: Iterable[str], *, except_realtime: bool = False
+) -> bool:
+    """Whether any of *names* is held and not expired (optionally: by a sync, not a
+    real-time delivery, whose holder names start with ``realtime-``)."""
     query = sa.select(sa.func.count()).where(
         lock_model.name.in_(list(names)), lock_model.expires_at > utcnow()
     )
+    if except_realtime:
+        query = query.where(~lock_model.holder.startswith("realtime-"))
     return bool(session.execute(query).scalar())
 
 

@@ -45,6 +45,7 @@ class Models:
     ContactState: Any
     StagedContact: Any
     Lock: Any
+    Outbox: Any
     SyncRun: Any
     SyncRunItem: Any
 
@@ -179,6 +180,28 @@ def _define(db: SQLAlchemy) -> Models:
         #: JSON of the merge fields (FNAME, LNAME and the source's extras).
         merge_fields = sa.Column(sa.Text, nullable=False)
 
+    class MailchimpOutbox(db.Model):  # type: ignore[name-defined]
+        """A contact changed in the shop, written in the same transaction as the change.
+
+        Delivered (by a drain, or covered by a full sync) rows are pruned after
+        ``MAILCHIMP_SYNC_OUTBOX_RETENTION`` days; undelivered ones are kept until delivered.
+        """
+
+        __tablename__ = "mailchimp_sync_outbox"
+        __table_args__ = (
+            sa.Index("ix_mailchimp_sync_outbox_pending", "delivered_at", "next_attempt_at"),
+        )
+
+        id = sa.Column(sa.Integer, primary_key=True)
+        store = sa.Column(sa.String(64), nullable=False, default=DEFAULT_STORE)
+        source = sa.Column(sa.String(200), nullable=False)
+        contact_key = sa.Column(sa.String(64), nullable=False)
+        created_at = sa.Column(Timestamp, nullable=False, default=utcnow)
+        delivered_at = sa.Column(Timestamp)
+        attempts = sa.Column(sa.Integer, nullable=False, default=0)
+        next_attempt_at = sa.Column(Timestamp)
+        last_error = sa.Column(sa.Text)
+
     class MailchimpLock(db.Model):  # type: ignore[name-defined]
         """One sync per audience at a time, across processes; a lock expires by itself."""
 
@@ -241,6 +264,7 @@ def _define(db: SQLAlchemy) -> Models:
         ContactState=MailchimpContactState,
         StagedContact=MailchimpStagedContact,
         Lock=MailchimpLock,
+        Outbox=MailchimpOutbox,
         SyncRun=MailchimpSyncRun,
         SyncRunItem=MailchimpSyncRunItem,
     )

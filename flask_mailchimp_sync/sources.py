@@ -16,6 +16,7 @@ however many contacts a shop has.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,10 +192,82 @@ class ContactSource:
             last_key = getattr(rows[-1][0], self._primary_key)
 
     def get_contact(self, session: orm.Session, key: Any) -> Contact | None:
-        """Read the contact with primary key *key*, or ``None`` when it is gone."""
+        """Read the contact with primary key *key* (or its text), ``None`` when it is gone."""
         primary_key = getattr(self.model, self._primary_key)
+        # Keys travel as text (outbox, run records): compare them as the column's type.
+        with contextlib.suppress(NotImplementedError, TypeError, ValueError):
+            key = primary_key.type.python_type(key)
         row = session.execute(self._query().where(primary_key == key)).first()
         return None if row is None else self.contact_from_row(row[0], row)
+
+    def contacts_with_email(self, session: orm.Session, email: str) -> list[Contact]:
+        """Every contact of this source whose address is *email* (any case, trimmed)."""
+        field = self._fields[0]  # the email field comes first
+        column = field.expression
+        if column is None and len(field.path) == 1 and field.path[0] in self._columns():
+            column = getattr(self.model, field.path[0])
+        if column is None:  # a callable or a relationship path: read them all
+            wanted = email.lower()
+            return [c for c in self.iter_contacts(session) if (c.email or "").lower() == wanted]
+        query = self._query().where(sa.func.lower(sa.func.trim(column)) == email.lower())
+        return [self.contact_from_row(row[0], row) for row in session.execute(query)]
+
+    def _columns(self) -> set[str]:
+        mapper: Any = sa.inspect(self.model)
+        return {attribute.key for attribute in mapper.column_attrs}
+
+    def watches(self) -> list[Watch]:
+        """Which model changes concern this source's contacts, for real-time updates.
+
+        The model itself: the attributes the fields read (any column when a field is a
+        callable or SQL expression, since what those read is unknown). A model one
+        relationship away, for a field such as ``"preferences.accepts_marketing"``,
+        when that model holds the key of the contact (one-to-one or one-to-many).
+        """
+        simple = all(f.path for f in self._fields) and self._merge_fields is None
+        own = Watch(self, self.model, {f.path[0] for f in self._fields} if simple else None, None)
+        watches = [own]
+        mapper: Any = sa.inspect(self.model)
+        for f in self._fields:
+            if len(f.path) != 2 or f.path[0] not in mapper.relationships:
+                continue
+            relationship = mapper.relationships[f.path[0]]
+            for local, remote in relationship.local_remote_pairs or []:
+                if local is mapper.primary_key[0]:
+                    key_attribute = relationship.mapper.get_property_by_column(remote).key
+                    watches.append(
+                        Watch(self, relationship.mapper.class_, {f.path[1]}, key_attribute)
+                    )
+        return watches
+
+
+@dataclass(frozen=True)
+class Watch:
+    """Changes of *model* (to *attributes*, or any column when ``None``) concern *source*.
+
+    *key_attribute* is the attribute of a related model holding the contact's key;
+    ``None`` when the model is the source's own.
+    """
+
+    source: ContactSource
+    model: type
+    attributes: set[str] | None
+    key_attribute: str | None
+
+    def contact_key(self, instance: Any) -> str | None:
+        if self.key_attribute is None:
+            key = sa.inspect(instance).identity
+            return str(key[0]) if key else None
+        value = getattr(instance, self.key_attribute, None)
+        return None if value is None else str(value)
+
+    def concerned(self, instance: Any) -> bool:
+        """Whether a pending change of *instance* touches what the source reads."""
+        state = sa.inspect(instance)
+        names = self.attributes
+        if names is None:
+            names = {a.key for a in state.mapper.column_attrs}
+        return any(state.attrs[name].history.has_changes() for name in names if name in state.attrs)
 
 
 def _text(value: Any) -> str | None:

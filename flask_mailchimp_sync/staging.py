@@ -66,15 +66,22 @@ def stage(
     targets: Iterable[Target],
     *,
     chunk_size: int = 1000,
+    only: Mapping[str, Sequence[Contact]] | None = None,
 ) -> Iterable[Skipped]:
     """Stage every contact of *targets*; yields the contacts with consent it had to skip.
 
+    With *only* (contacts by source name), stage just those: a real-time delivery.
     Rows go in with Core inserts (nothing kept in the session); the caller commits.
     """
     rows: list[dict[str, Any]] = []
     for target in targets:
         for source in target.sources:
-            for contact in source.iter_contacts(session, chunk_size=chunk_size):
+            contacts = (
+                source.iter_contacts(session, chunk_size=chunk_size)
+                if only is None
+                else only.get(source.name, [])
+            )
+            for contact in contacts:
                 problem = contact_problem(contact)
                 if problem is not None:
                     if contact.marketing:  # without consent it would not be sent anyway

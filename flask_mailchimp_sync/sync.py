@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from flask import current_app
 
-from . import emails, locks, staging
+from . import emails, locks, signals, staging
 from .client import MailchimpApi
 from .connection import default_tag
 from .exceptions import MailchimpApiError, MailchimpSyncError
+from .extension import real_app
 from .models import as_utc, utcnow
 from .planner import ACTIVE, Action, Decision, Known, Wanted, blocked_by, decide
 from .staging import Target
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAGE = 500
+#: Seconds a sync waits for a real-time delivery to release an audience.
+LOCK_PATIENCE = 30.0
 #: Mailchimp's own changes are read again with this overlap, against clock skew.
 PULL_OVERLAP = timedelta(minutes=5)
 COUNTED = {
@@ -100,15 +104,26 @@ def targets_for(extension: MailchimpSync, settings: Any, role: str | None) -> li
 class SyncRunner:
     """Carries out one :class:`SyncRun` (needs the app context)."""
 
-    def __init__(self, extension: MailchimpSync, run_id: int) -> None:
+    def __init__(
+        self,
+        extension: MailchimpSync,
+        run_id: int,
+        *,
+        contacts: Sequence[tuple[str, str]] | None = None,
+    ) -> None:
+        """:param contacts: ``(source name, key)`` pairs: sync only these contacts (and
+        everyone sharing their addresses) — a real-time delivery, not a full sync."""
         self.extension = extension
+        self.contacts = contacts
+        self.scope: set[str] | None = None
         self.models = extension.models
-        self.session = extension.db.session
+        self.session: Any = extension.db.session
         self.config = current_app.config
+        self.app = real_app()
         self.run: Any = self.session.get(self.models.SyncRun, run_id)
         if self.run is None:
             raise SyncRefused(f"There is no sync run #{run_id}.")
-        self.holder = f"run-{run_id}"
+        self.holder = f"{'realtime' if self.run.trigger == 'realtime' else 'run'}-{run_id}"
         self.merge_tags: dict[str, set[str]] = {}
 
     # -- the run ------------------------------------------------------------------------
@@ -129,8 +144,7 @@ class SyncRunner:
         self.run.audiences = ",".join(audience_ids)
         # A preview changes nothing in Mailchimp, so it may run beside a sync.
         lock_names = [] if self.run.dry_run else [f"audience:{a}" for a in audience_ids]
-        ttl = float(self.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"])
-        if not locks.acquire(self.session, self.models.Lock, lock_names, self.holder, ttl):
+        if not self._take_locks(lock_names):
             return self._fail("A sync of this audience is already running.")
         self.lock_names = lock_names
         try:
@@ -161,6 +175,17 @@ class SyncRunner:
         finally:
             self._cleanup()
 
+    def _take_locks(self, names: list[str]) -> bool:
+        """Take the audiences' locks; a sync waits a little for a real-time delivery."""
+        ttl = float(self.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"])
+        patience = 0.0 if self.run.trigger == "realtime" else LOCK_PATIENCE
+        deadline = time.monotonic() + patience
+        while not locks.acquire(self.session, self.models.Lock, names, self.holder, ttl):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
     def _start(self) -> None:
         self.run.state = "running"
         self.run.started_at = utcnow()
@@ -175,8 +200,11 @@ class SyncRunner:
         self.run.state = "done"
         self.run.phase = None
         self.run.finished_at = utcnow()
+        if self.contacts is None and not self.run.dry_run:
+            self._mark_outbox_delivered()
         self.session.commit()
         self.on_progress(self.run)
+        signals.sync_finished.send(self.app, run=self.run)
         return self.run
 
     def _fail(self, message: str) -> Any:
@@ -184,7 +212,17 @@ class SyncRunner:
         self.run.error = message
         self.run.finished_at = utcnow()
         self.session.commit()
+        signals.sync_finished.send(self.app, run=self.run)
         return self.run
+
+    def _mark_outbox_delivered(self) -> None:
+        """Changes made before this full sync read the shop are in it: delivered."""
+        Outbox = self.models.Outbox
+        self.session.execute(
+            sa.update(Outbox)
+            .where(Outbox.delivered_at.is_(None), Outbox.created_at < self.run.started_at)
+            .values(delivered_at=utcnow())
+        )
 
     def _cleanup(self) -> None:
         staged = self.models.StagedContact
@@ -201,8 +239,14 @@ class SyncRunner:
 
     def _stage(self, targets: Sequence[Target]) -> None:
         chunk = int(self.config["MAILCHIMP_SYNC_CHUNK_SIZE"])
+        only = None if self.contacts is None else self._affected(targets)
         for skipped in staging.stage(
-            self.session, self.models.StagedContact, self.run.id, targets, chunk_size=chunk
+            self.session,
+            self.models.StagedContact,
+            self.run.id,
+            targets,
+            chunk_size=chunk,
+            only=only,
         ):
             self.run.skipped += 1
             self._item(
@@ -213,6 +257,49 @@ class SyncRunner:
                 email=skipped.contact.email,
             )
         self.session.commit()
+
+    def _affected(self, targets: Sequence[Target]) -> dict[str, list[Any]]:
+        """The contacts a real-time delivery covers, by source name.
+
+        The changed contacts, plus every contact sharing an address with them or with
+        the members they were last sent as: a member's tags and consent come from all
+        the contacts that make it up.
+        """
+        assert self.contacts is not None
+        sources = {s.name: s for t in targets for s in t.sources}
+        found: dict[str, dict[str, Any]] = defaultdict(dict)
+        addresses: set[str] = set()
+        for source_name, key in self.contacts:
+            source = sources.get(source_name)
+            contact = source.get_contact(self.session, key) if source else None
+            if contact is not None:
+                found[source_name][contact.key] = contact
+                addresses.add((emails.normalize(contact.email) or "").lower())
+        previous = self._linked_members(self.contacts)
+        self.scope = {state.subscriber_hash for state in previous}
+        addresses |= {state.email.lower() for state in previous}
+        for source in sources.values():
+            for address in addresses - {""}:
+                for contact in source.contacts_with_email(self.session, address):
+                    found[source.name].setdefault(contact.key, contact)
+        self.scope |= {emails.subscriber_hash(a) for a in addresses - {""}}
+        return {name: list(contacts.values()) for name, contacts in found.items()}
+
+    def _linked_members(self, contacts: Sequence[tuple[str, str]]) -> list[Any]:
+        ContactState, State = self.models.ContactState, self.models.MemberState
+        wanted = set(contacts)
+        links = self.session.execute(
+            sa.select(ContactState, State)
+            .join(
+                State,
+                sa.and_(
+                    State.audience_id == ContactState.audience_id,
+                    State.subscriber_hash == ContactState.subscriber_hash,
+                ),
+            )
+            .where(ContactState.contact_key.in_({key for _, key in contacts}))
+        ).all()
+        return [state for link, state in links if (link.source, link.contact_key) in wanted]
 
     def _pull(self, audience_id: str, role_audiences: Sequence[Any]) -> None:
         """Read Mailchimp's side: every member the first time, later what left.
@@ -333,16 +420,15 @@ class SyncRunner:
             staged.audience_id == audience_id,
             staged.subscriber_hash == state.subscriber_hash,
         )
-        return (
-            sa.select(state)
-            .where(
-                state.audience_id == audience_id,
-                state.sent.is_(True),
-                state.status.in_(sorted(ACTIVE)),
-                ~sa.exists(still_here),
-            )
-            .order_by(state.id)
-        )
+        query = sa.select(state)
+        if self.scope is not None:  # a real-time delivery looks only at its own members
+            query = query.where(state.subscriber_hash.in_(sorted(self.scope)))
+        return query.where(
+            state.audience_id == audience_id,
+            state.sent.is_(True),
+            state.status.in_(sorted(ACTIVE)),
+            ~sa.exists(still_here),
+        ).order_by(state.id)
 
     def _members(self, audience_id: str, hashes: list[str]) -> list[Member]:
         states = self._states(audience_id, hashes)
@@ -555,12 +641,16 @@ class SyncRunner:
             _set_status(state, outcome.status, email)
         if outcome.counted == "archived":
             state.archived_by_shop = True
+            signals.member_archived.send(self.app, audience_id=audience_id, email=email)
         elif outcome.counted in ("added", "updated") and member.wanted is not None:
             state.sent = True
             state.archived_by_shop = False
             state.fingerprint = member.wanted.fingerprint
             state.tags = ",".join(sorted(member.wanted.tags))
             state.synced_at = utcnow()
+            signals.member_upserted.send(
+                self.app, audience_id=audience_id, email=email, status=outcome.status
+            )
         if member.wanted is not None and outcome.counted != "failed":
             self._link_contacts(audience_id, member)
 

@@ -68,8 +68,13 @@ def add_customer(
     return customer
 
 
-def connect_shop(api_key: str, audiences: dict[str, str], *, double_opt_in: bool = False) -> None:
-    """Connect the example shop's extension (needs an app context)."""
+def connect_shop(
+    api_key: str, audiences: dict[str, str], *, double_opt_in: bool = False, realtime: bool = False
+) -> None:
+    """Connect the example shop's extension (needs an app context).
+
+    Real-time delivery is off unless asked for, so a test's own syncs see every change.
+    """
     from example_app import mailchimp
 
     store = mailchimp.settings_store()
@@ -77,6 +82,7 @@ def connect_shop(api_key: str, audiences: dict[str, str], *, double_opt_in: bool
     for role, audience_id in audiences.items():
         store.set_audience(role, audience_id, name=role, tag=role.title())
     store.get().double_opt_in = double_opt_in
+    store.get().realtime = realtime
     mailchimp.db.session.commit()
 
 

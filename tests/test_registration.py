@@ -89,6 +89,7 @@ def test_tables_are_prefixed_and_created_with_the_hosts_metadata(tmp_path):
         "mailchimp_sync_contacts",
         "mailchimp_sync_staged",
         "mailchimp_sync_locks",
+        "mailchimp_sync_outbox",
         "mailchimp_sync_runs",
         "mailchimp_sync_run_items",
     }
