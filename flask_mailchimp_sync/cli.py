@@ -139,6 +139,17 @@ def describe_counts(run: Any) -> str:
     return f"Run #{run.id} {run.state}: {counts}{note}."
 
 
+@mailchimp_cli.command("drain")
+def drain_command() -> None:
+    """Deliver the real-time changes waiting in the outbox now."""
+    from .outbox import drain
+
+    result = drain(get_extension(), due_only=False)
+    click.echo(f"Delivered {result.delivered} change(s); {result.waiting} waiting.")
+    if result.error:
+        raise click.ClickException(result.error)
+
+
 @mailchimp_cli.command("worker")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker_command(burst: bool) -> None:
@@ -155,5 +166,8 @@ def worker_command(burst: bool) -> None:
         )
     connection = Redis.from_url(url)
     queue = Queue(current_app.config["MAILCHIMP_SYNC_QUEUE"], connection=connection)
-    # SimpleWorker runs jobs in this process, inside the app context this command has.
-    SimpleWorker([queue], connection=connection).work(burst=burst)
+    # Changes that waited while no worker ran (or Redis was down) go first.
+    queue.enqueue("flask_mailchimp_sync.jobs.run_drain_job")
+    # SimpleWorker runs jobs in this process, inside the app context this command has;
+    # its scheduler runs the delayed retries of failed deliveries.
+    SimpleWorker([queue], connection=connection).work(burst=burst, with_scheduler=not burst)

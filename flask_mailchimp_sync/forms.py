@@ -55,6 +55,11 @@ class DisconnectForm(FlaskForm):
     disconnect = SubmitField("Disconnect")
 
 
+class RealtimeForm(FlaskForm):
+    realtime = BooleanField("Send each change to Mailchimp as it happens (real-time updates)")
+    save_realtime = SubmitField("Save")
+
+
 class SyncForm(FlaskForm):
     """The Sync and Preview buttons (one form: which button was pressed decides)."""
 

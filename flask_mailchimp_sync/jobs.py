@@ -155,7 +155,7 @@ def enqueue_drain(app: Flask, delay: float = 0.0) -> None:
     url = redis_url(app.config)
     if url is None:
         if delay:
-            threading.Timer(delay, dispatcher(app).nudge).start()
+            dispatcher(app).nudge_later(delay)
         else:
             _local(app).submit(_drain_in_app, app)
         return
@@ -206,11 +206,15 @@ class Dispatcher:
     def __init__(self, app: Flask) -> None:
         self.app = app
         self.busy = False
+        self.stopped = False
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._timers: list[threading.Timer] = []
 
     def nudge(self) -> None:
+        if self.stopped:
+            return
         self.busy = True
         self._wake.set()
         with self._lock:
@@ -219,6 +223,20 @@ class Dispatcher:
                     target=self._loop, name="mailchimp-sync-dispatcher", daemon=True
                 )
                 self._thread.start()
+
+    def nudge_later(self, delay: float) -> None:
+        """A retry: nudge again after *delay* seconds (in-process mode)."""
+        timer = threading.Timer(delay, self.nudge)
+        timer.daemon = True
+        with self._lock:
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def stop(self) -> None:
+        self.stopped = True
+        with self._lock:
+            for timer in self._timers:
+                timer.cancel()
 
     def _loop(self) -> None:
         failures = 0
@@ -296,6 +314,18 @@ class _TrackingExecutor(ThreadPoolExecutor):
 def _log_failure(future: Future[Any]) -> None:
     if future.exception() is not None:
         log.error("A Mailchimp sync job failed", exc_info=future.exception())
+
+
+def stop_jobs(app: Flask, timeout: float = 30.0) -> None:
+    """Finish in-process jobs and stop scheduling new ones (tests, app shutdown)."""
+    from .extension import EXTENSION_KEY
+
+    wait_for_jobs(app, timeout)
+    state = app.extensions[EXTENSION_KEY]
+    if state.dispatcher is not None:
+        state.dispatcher.stop()
+    if state.executor is not None:
+        state.executor.shutdown(wait=True)
 
 
 def wait_for_jobs(app: Flask, timeout: float = 30.0) -> None:

@@ -108,8 +108,12 @@ class DrainResult:
     retry_in: float | None = None
 
 
-def drain(extension: MailchimpSync) -> DrainResult:
-    """Deliver what the outbox holds (needs the app context)."""
+def drain(extension: MailchimpSync, *, due_only: bool = True) -> DrainResult:
+    """Deliver what the outbox holds (needs the app context).
+
+    :param due_only: leave changes whose retry is not due yet (``False``: try them all
+        now, as ``flask mailchimp drain`` does).
+    """
     from .jobs import start_sync
     from .sync import SyncRefused, SyncRunner
 
@@ -119,16 +123,11 @@ def drain(extension: MailchimpSync) -> DrainResult:
     if settings is None or not settings.is_connected or not settings.realtime:
         return DrainResult(waiting=_waiting(extension))  # the next sync takes them
     prune(extension)
-    now = utcnow()
-    rows = list(
-        session.execute(
-            sa.select(Outbox)
-            .where(Outbox.delivered_at.is_(None),
-                   sa.or_(Outbox.next_attempt_at.is_(None), Outbox.next_attempt_at <= now))
-            .order_by(Outbox.id)
-            .limit(DRAIN_BATCH)
-        ).scalars()
-    )  # fmt: skip
+    query = sa.select(Outbox).where(Outbox.delivered_at.is_(None))
+    if due_only:
+        now = utcnow()
+        query = query.where(sa.or_(Outbox.next_attempt_at.is_(None), Outbox.next_attempt_at <= now))
+    rows = list(session.execute(query.order_by(Outbox.id).limit(DRAIN_BATCH)).scalars())
     if not rows:
         return DrainResult(waiting=_waiting(extension), retry_in=_next_retry_in(extension))
     contacts = sorted({(row.source, row.contact_key) for row in rows})

@@ -26,9 +26,18 @@ from . import connection
 from .client import AudienceInfo
 from .connection import AudienceChoice, ConnectionProblem, default_tag
 from .exceptions import MailchimpSyncError
-from .extension import MailchimpSync, get_extension
-from .forms import NOT_SYNCED, DisconnectForm, SyncForm, audiences_form, connect_form, role_field
-from .jobs import start_sync
+from .extension import MailchimpSync, get_extension, real_app
+from .forms import (
+    NOT_SYNCED,
+    DisconnectForm,
+    RealtimeForm,
+    SyncForm,
+    audiences_form,
+    connect_form,
+    role_field,
+)
+from .jobs import dispatcher, start_sync
+from .outbox import outbox_summary
 from .sync import SyncRefused
 
 blueprint = Blueprint("mailchimp_sync", __name__, template_folder="templates")
@@ -124,6 +133,26 @@ def sync() -> Any:
     return redirect(url_for(".run_page", run_id=run.id))
 
 
+@blueprint.post("/realtime")
+def realtime() -> Any:
+    extension = get_extension()
+    form = RealtimeForm()
+    settings = extension.settings_store().get()
+    if settings is None or not form.validate_on_submit():
+        return _render(), 400
+    settings.realtime = bool(form.realtime.data)
+    extension.db.session.commit()
+    if settings.realtime:
+        dispatcher(real_app()).nudge()  # deliver what waited meanwhile
+    flash(
+        "Real-time updates are on."
+        if settings.realtime
+        else "Real-time updates are off: changes wait for the next Sync.",
+        FLASH_CATEGORY,
+    )
+    return redirect(url_for(".settings_page"))
+
+
 @blueprint.get("/runs")
 def runs_page() -> Any:
     extension = get_extension()
@@ -192,6 +221,8 @@ def _render(*, connect: FlaskForm | None = None, audiences: FlaskForm | None = N
         audiences_form=audiences,
         disconnect_form=DisconnectForm(formdata=None),
         sync_form=SyncForm(formdata=None),
+        realtime_form=RealtimeForm(formdata=None, realtime=settings.realtime if settings else True),
+        outbox=outbox_summary(extension) if connected else None,
         recent_runs=_recent_runs(extension),
         audiences_problem=problem,
         role_field=role_field,

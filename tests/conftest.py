@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from example_app import create_app
 from example_app.models import db as shop_db
 from flask_mailchimp_sync.client import USER_AGENT
-from flask_mailchimp_sync.jobs import wait_for_jobs
+from flask_mailchimp_sync.jobs import stop_jobs
 from flask_mailchimp_sync.testing import MailchimpEmulator
 from flask_mailchimp_sync.testing.emulator import Account, Audience
 
@@ -78,7 +78,7 @@ def app(emulator: MailchimpEmulator, tmp_path: Any) -> Iterator[Flask]:
     with app.app_context():
         shop_db.create_all()
     yield app
-    wait_for_jobs(app)  # no background job may outlive the test's database
+    stop_jobs(app)  # no background job may outlive the test's database
     with app.app_context():
         shop_db.session.remove()
         shop_db.drop_all()

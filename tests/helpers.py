@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import shutil
+import socket
+import subprocess
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -110,3 +114,43 @@ def items(run: Any) -> dict[str, tuple[str, str]]:
     return {
         row.email or f"{row.source}#{row.contact_key}": (row.outcome, row.reason) for row in rows
     }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """A real redis-server on loopback, to start, stop and start again."""
+
+    binary = shutil.which("redis-server")
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        assert self.binary, "redis-server is not installed"
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,44 +13,22 @@ import pytest
 
 from flask_mailchimp_sync.jobs import wait_for_jobs
 
-from .helpers import NOTES, add_customer, connect_shop, csrf_token, items
+from .helpers import NOTES, RedisServer, add_customer, connect_shop, csrf_token, free_port, items
 
 PAGE = "/preferences/integrations/mailchimp/"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def redis_server():
     """A real redis-server on loopback when the machine has one (CI installs it)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if RedisServer.binary is None:
         NOTES.append("redis-server is not installed here: the RQ tests used fakeredis.")
         yield None
         return
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.time() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.05)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    server = RedisServer().start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
