@@ -12,8 +12,8 @@ test: $(VENV)/installed
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/installed
-	$(BIN)/ruff check flask_mailchimp_sync example_app tests
-	$(BIN)/ruff format --check flask_mailchimp_sync example_app tests
+	$(BIN)/ruff check flask_mailchimp_sync example_app tests benchmarks
+	$(BIN)/ruff format --check flask_mailchimp_sync example_app tests benchmarks
 	$(BIN)/mypy
 
 $(VENV)/installed: setup.cfg pyproject.toml

@@ -333,10 +333,11 @@ def translate_error(error: MailChimpError) -> MailchimpApiError:
     detail = str(info.get("detail") or "")
     if status == 401:
         return MailchimpKeyRejectedError(detail)
-    if detail:
-        message = f"Mailchimp refused the request: {detail}"
+    if status == 429 or status >= 500 or not detail:
+        said = f": {detail}" if detail else ""
+        message = f"Mailchimp answered with an error (HTTP {status}){said}. Try again in a moment."
     else:
-        message = f"Mailchimp answered with an error (HTTP {status}). Try again in a moment."
+        message = f"Mailchimp refused the request: {detail}"
     return MailchimpApiError(message, status=status, title=title, detail=detail)
 
 

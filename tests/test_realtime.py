@@ -249,9 +249,12 @@ def test_signals_carry_the_real_app(app, emulator, live):
         wait_for_jobs(app)
     assert seen == [(app, {"audience_id": audience, "email": "ben@mailbox.shop"})]
     finished = []
-    with signals.sync_finished.connected_to(
-        lambda sender, run: finished.append((sender, run.state)), app
-    ), app.app_context():
+    with (
+        signals.sync_finished.connected_to(
+            lambda sender, run: finished.append((sender, run.state)), app
+        ),
+        app.app_context(),
+    ):
         sync()
     assert finished == [(app, "done")]
 
@@ -344,3 +347,29 @@ def _redis_down_with_fakeredis(app, staff_client, emulator, audience, ben, monke
     with app.app_context():
         SimpleWorker([queue], connection=server).work(burst=True)
     assert status(emulator, audience, "ben@mailbox.shop") == "archived"
+
+
+def test_upserted_and_delivery_failed_signals(app, emulator, live):
+    audience, ben = live
+    upserted, failed = [], []
+    app.config["MAILCHIMP_SYNC_MAX_RETRIES"] = 0
+    with (
+        signals.member_upserted.connected_to(lambda s, **kw: upserted.append((s, kw)), app),
+        signals.delivery_failed.connected_to(lambda s, **kw: failed.append((s, kw)), app),
+    ):
+        with app.app_context():
+            from example_app.models import Customer, db
+
+            db.session.get(Customer, ben).last_name = "Bakerson"
+            db.session.commit()
+            wait_for_jobs(app)
+            emulator.faults.fail_next(100, "500")
+            db.session.get(Customer, ben).last_name = "Baker"
+            db.session.commit()
+            wait_for_jobs(app)
+            emulator.faults.clear()
+    assert upserted == [
+        (app, {"audience_id": audience, "email": "ben@mailbox.shop", "status": "subscribed"})
+    ]
+    assert len(failed) == 1 and failed[0][0] is app and failed[0][1]["pending"] == 1
+    assert "Mailchimp answered with an error (HTTP 500)" in failed[0][1]["error"]
