@@ -356,18 +356,18 @@ def test_upserted_and_delivery_failed_signals(app, emulator, live):
     with (
         signals.member_upserted.connected_to(lambda s, **kw: upserted.append((s, kw)), app),
         signals.delivery_failed.connected_to(lambda s, **kw: failed.append((s, kw)), app),
+        app.app_context(),
     ):
-        with app.app_context():
-            from example_app.models import Customer, db
+        from example_app.models import Customer, db
 
-            db.session.get(Customer, ben).last_name = "Bakerson"
-            db.session.commit()
-            wait_for_jobs(app)
-            emulator.faults.fail_next(100, "500")
-            db.session.get(Customer, ben).last_name = "Baker"
-            db.session.commit()
-            wait_for_jobs(app)
-            emulator.faults.clear()
+        db.session.get(Customer, ben).last_name = "Bakerson"
+        db.session.commit()
+        wait_for_jobs(app)
+        emulator.faults.fail_next(100, "500")
+        db.session.get(Customer, ben).last_name = "Baker"
+        db.session.commit()
+        wait_for_jobs(app)
+        emulator.faults.clear()
     assert upserted == [
         (app, {"audience_id": audience, "email": "ben@mailbox.shop", "status": "subscribed"})
     ]
