@@ -94,6 +94,9 @@ def connect_command(
         raise click.ClickException(where + problem.message) from None
     extension.db.session.commit()
     click.echo(f"Connected to {settings.account_name} ({settings.data_center}).")
+    warning = connection.register_webhooks(extension)
+    if warning:
+        click.echo(warning, err=True)
     for audience in settings.audiences:
         click.echo(f"  {audience.role}: {audience.audience_name} [{audience.audience_id}]")
 
@@ -137,6 +140,19 @@ def describe_counts(run: Any) -> str:
     counts = ", ".join(f"{getattr(run, name)} {name}" for name in COUNTS)
     note = " (preview: nothing was sent)" if run.dry_run else ""
     return f"Run #{run.id} {run.state}: {counts}{note}."
+
+
+@mailchimp_cli.command("reconcile")
+def reconcile_command() -> None:
+    """Read unsubscribes and bounces from Mailchimp and turn those flags off in the shop."""
+    from .exceptions import MailchimpSyncError
+    from .webhooks import reconcile
+
+    try:
+        turned_off = reconcile(get_extension())
+    except MailchimpSyncError as problem:
+        raise click.ClickException(str(problem)) from None
+    click.echo(f"Marketing turned off for {turned_off} contact(s) who left in Mailchimp.")
 
 
 @mailchimp_cli.command("drain")

@@ -222,6 +222,19 @@ class MailchimpApi:
         tags += [{"name": t, "status": "inactive"} for t in inactive]
         self._call(self._client.lists.members.tags.update, audience_id, member_hash, {"tags": tags})
 
+    def webhooks(self, audience_id: str) -> list[dict[str, Any]]:
+        return list(self._call(self._client.lists.webhooks.all, audience_id).get("webhooks", []))
+
+    def add_webhook(self, audience_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call(self._client.lists.webhooks.create, audience_id, body)
+
+    def delete_webhook(self, audience_id: str, webhook_id: str) -> None:
+        try:
+            self._call(self._client.lists.webhooks.delete, audience_id, webhook_id)
+        except MailchimpApiError as error:
+            if error.status != 404:  # already gone is what we wanted
+                raise
+
     def run_operations(
         self, operations: list[dict[str, Any]], *, poll: float = 0.25, patience: float = 900.0
     ) -> list[tuple[int, dict[str, Any]]]:

@@ -83,12 +83,33 @@ def choose_audiences(
     return settings
 
 
+def register_webhooks(extension: MailchimpSync, *, rotate: bool = False) -> str | None:
+    """Register (or repair) the webhooks; a sentence for staff when that failed.
+
+    A failure does not undo the connection: reconcile still brings unsubscribes in.
+    """
+    from .webhooks import register
+
+    try:
+        register(extension, rotate=rotate)
+    except MailchimpSyncError as problem:
+        extension.db.session.rollback()
+        return (
+            f"The webhook could not be registered ({problem}); every sync still reads unsubscribes."
+        )
+    extension.db.session.commit()
+    return None
+
+
 def disconnect(extension: MailchimpSync) -> None:
-    """Forget the key, the account and the audience choices."""
+    """Forget the key, the account and the audience choices (webhooks removed first)."""
+    from .webhooks import unregister
+
     store = extension.settings_store()
     settings = store.get()
     if settings is None:
         return
+    unregister(extension)
     store.forget_account()
     for role in [audience.role for audience in settings.audiences]:
         store.set_audience(role, None)

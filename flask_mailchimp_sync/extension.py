@@ -28,6 +28,9 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "MAILCHIMP_SYNC_URL_PREFIX": "/preferences/integrations/mailchimp",
     # The host template the pages extend (blocks: title, head, content).
     "MAILCHIMP_SYNC_BASE_TEMPLATE": "mailchimp_sync/base.html",
+    # The shop's public address (https://shop.example); set, Connect registers a webhook
+    # so unsubscribes in Mailchimp reach the shop at once.
+    "MAILCHIMP_SYNC_PUBLIC_URL": None,
     # Redis for the job queue; None (and no REDIS_URL) runs jobs in-process.
     "MAILCHIMP_SYNC_REDIS_URL": None,
     # The RQ queue's name.
@@ -110,14 +113,18 @@ class MailchimpSync:
             app.config.setdefault(key, value)
         app.extensions[EXTENSION_KEY] = _AppState(extension=self)
 
-        from . import outbox
+        from . import outbox, webhooks
         from .cli import mailchimp_cli
         from .views import blueprint
 
         outbox.attach(self)
         app.cli.add_command(mailchimp_cli)
+        app.add_template_global(self.member_status, "mailchimp_status")
+        prefix = app.config["MAILCHIMP_SYNC_URL_PREFIX"]
         if self.register_blueprint:
-            app.register_blueprint(blueprint, url_prefix=app.config["MAILCHIMP_SYNC_URL_PREFIX"])
+            app.register_blueprint(blueprint, url_prefix=prefix)
+        app.register_blueprint(webhooks.blueprint, url_prefix=prefix)
+        _exempt_from_csrf(app, webhooks.blueprint)
 
     def authorize(self, check: Callable[[], Any]) -> Callable[[], Any]:
         """Register who may use the staff pages (a decorator).
@@ -150,12 +157,15 @@ class MailchimpSync:
         first_name: FieldSpec | None = None,
         last_name: FieldSpec | None = None,
         merge_fields: MergeFieldsSpec | None = None,
+        set_marketing: Callable[[Any, bool], None] | None = None,
     ) -> ContactSource:
         """Register *model*'s rows as contacts of *role* (``"customer"``, ``"consignor"``...).
 
         Each field is an attribute name (dotted paths follow relationships), a SQL
         expression or a callable taking the instance; see :mod:`.sources`.
         *merge_fields* is a callable returning extra Mailchimp merge fields.
+        *set_marketing* (``(instance, value)``) writes the flag when someone unsubscribes
+        in Mailchimp and *marketing* is not an attribute path that can be written.
         """
         source = ContactSource(
             model,
@@ -165,6 +175,7 @@ class MailchimpSync:
             first_name=first_name,
             last_name=last_name,
             merge_fields=merge_fields,
+            set_marketing=set_marketing,
         )
         if any(existing.name == source.name for existing in self.sources):
             raise ValueError(f"{model.__name__} is already registered for role {role!r}.")
@@ -188,12 +199,33 @@ class MailchimpSync:
     def sources_for(self, role: str) -> list[ContactSource]:
         return [source for source in self.sources if source.role == role]
 
+    def member_status(self, instance: Any) -> Any:
+        """What Mailchimp holds for a host contact (a template global: ``mailchimp_status``)."""
+        from .status import member_status
+
+        return member_status(self, instance)
+
     def settings_store(self) -> SettingsStore:
         """Settings for the current app (needs an app context)."""
         state = _state(current_app)
         if state.extension is not self:
             raise RuntimeError("The current app is registered with another MailchimpSync object.")
         return SettingsStore(self.models, self.db.session(), current_app.config)
+
+
+def _exempt_from_csrf(app: Flask, blueprint: Any) -> None:
+    """Mailchimp cannot send a CSRF token: its webhook is guarded by the secret in its URL.
+
+    Works whether the host set up CSRFProtect before or after this extension.
+    """
+
+    def exempt() -> None:
+        csrf = app.extensions.get("csrf")
+        if csrf is not None and blueprint not in csrf._exempt_blueprints:
+            csrf.exempt(blueprint)
+
+    exempt()
+    app.before_request_funcs.setdefault(None, []).insert(0, exempt)
 
 
 def _state(app: Flask) -> _AppState:

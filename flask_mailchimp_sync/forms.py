@@ -48,6 +48,7 @@ class AudiencesFormBase(FlaskForm):
     double_opt_in = BooleanField(
         "Double opt-in: new subscribers get a confirmation email first (status pending)"
     )
+    profile_updates = BooleanField("Take name changes made in Mailchimp into the shop")
     save = SubmitField("Save")
 
 
@@ -58,6 +59,10 @@ class DisconnectForm(FlaskForm):
 class RealtimeForm(FlaskForm):
     realtime = BooleanField("Send each change to Mailchimp as it happens (real-time updates)")
     save_realtime = SubmitField("Save")
+
+
+class WebhookForm(FlaskForm):
+    rotate = SubmitField("New webhook secret")
 
 
 class SyncForm(FlaskForm):

@@ -83,6 +83,12 @@ def _define(db: SQLAlchemy) -> Models:
         connected_at = sa.Column(Timestamp)
         double_opt_in = sa.Column(sa.Boolean, nullable=False, default=False)
         realtime = sa.Column(sa.Boolean, nullable=False, default=True)
+        #: The secret in the webhook's URL (compared in constant time).
+        webhook_secret = sa.Column(sa.String(64))
+        #: Apply Mailchimp "profile" events (name changes) to the shop's contacts.
+        profile_updates = sa.Column(sa.Boolean, nullable=False, default=False)
+        webhook_last_event = sa.Column(sa.String(255))
+        webhook_last_event_at = sa.Column(Timestamp)
         audiences = db.relationship(
             lambda: MailchimpRoleAudience,
             back_populates="settings",
@@ -117,6 +123,8 @@ def _define(db: SQLAlchemy) -> Models:
         tag = sa.Column(sa.String(100))
         #: When the audience's member changes were last read from Mailchimp.
         pulled_at = sa.Column(Timestamp)
+        #: The id of the webhook the shop registered on this audience, if any.
+        webhook_id = sa.Column(sa.String(32))
         settings = db.relationship(lambda: MailchimpSettings, back_populates="audiences")
 
     class MailchimpMemberState(db.Model):  # type: ignore[name-defined]

@@ -47,7 +47,7 @@ def attach(extension: MailchimpSync) -> None:
     target = extension.db.session
     event.listen(target, "after_flush", lambda s, _ctx: _after_flush(extension, s))
     event.listen(target, "after_commit", lambda s: _after_commit(extension, s))
-    event.listen(target, "after_rollback", lambda s: s.info.pop(WROTE_OUTBOX, None))
+    event.listen(target, "after_rollback", _forget)
 
 
 def _ours(extension: MailchimpSync, session: orm.Session) -> bool:
@@ -88,7 +88,13 @@ def _touched(session: orm.Session) -> Iterable[tuple[Any, bool]]:
         yield instance, True
 
 
+def _forget(session: orm.Session) -> None:
+    session.info.pop(WROTE_OUTBOX, None)
+    session.info.pop(FROM_MAILCHIMP, None)
+
+
 def _after_commit(extension: MailchimpSync, session: orm.Session) -> None:
+    session.info.pop(FROM_MAILCHIMP, None)  # marks one transaction, never the next
     if session.info.pop(WROTE_OUTBOX, False) and _ours(extension, session):
         from .jobs import dispatcher
 
@@ -230,9 +236,3 @@ def watches_by_model(extension: MailchimpSync) -> dict[type, list[Watch]]:
         for watch in source.watches():
             found.setdefault(watch.model, []).append(watch)
     return found
-
-
-def from_mailchimp(session: orm.Session) -> Any:
-    """Mark changes in *session* as coming from Mailchimp (webhooks): not echoed back."""
-    session.info[FROM_MAILCHIMP] = True
-    return session

@@ -29,3 +29,8 @@ member_archived = _signals.signal("mailchimp-member-archived")
 #: Real-time changes could not be delivered and will be retried. Sender: the app;
 #: kwargs: ``error`` (a sentence), ``pending`` (changes still waiting).
 delivery_failed = _signals.signal("mailchimp-delivery-failed")
+
+#: Someone unsubscribed or bounced in Mailchimp (by webhook or reconcile) and the
+#: shop's flag was turned off. Sender: the app; kwargs: ``audience_id``, ``email``,
+#: ``status`` (``unsubscribed`` or ``cleaned``), ``contacts`` (flags turned off).
+unsubscribe_received = _signals.signal("mailchimp-unsubscribe-received")

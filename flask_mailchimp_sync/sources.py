@@ -105,6 +105,7 @@ class ContactSource:
         first_name: FieldSpec | None = None,
         last_name: FieldSpec | None = None,
         merge_fields: MergeFieldsSpec | None = None,
+        set_marketing: Callable[[Any, bool], None] | None = None,
     ) -> None:
         if not isinstance(role, str) or not role.strip() or len(role) > MAX_ROLE_LENGTH:
             raise ValueError(
@@ -126,6 +127,7 @@ class ContactSource:
         self.name = f"{self.role}:{mapper.local_table.name}"  # type: ignore[attr-defined]
         self._primary_key: str = mapper.get_property_by_column(mapper.primary_key[0]).key
         self._merge_fields = merge_fields
+        self._set_marketing = set_marketing
         self._fields = [
             _Field(model, name, spec)
             for name, spec in (
@@ -202,15 +204,75 @@ class ContactSource:
 
     def contacts_with_email(self, session: orm.Session, email: str) -> list[Contact]:
         """Every contact of this source whose address is *email* (any case, trimmed)."""
-        field = self._fields[0]  # the email field comes first
+        return [
+            self.contact_from_row(instance, row)
+            for instance, row in self._with_email(session, email)
+        ]
+
+    def instances_with_email(self, session: orm.Session, email: str) -> list[Any]:
+        """The model instances whose address is *email*, to change them."""
+        return [instance for instance, _row in self._with_email(session, email)]
+
+    def _with_email(self, session: orm.Session, email: str) -> list[tuple[Any, Any]]:
+        field = self._field("email")
+        assert field is not None
         column = field.expression
         if column is None and len(field.path) == 1 and field.path[0] in self._columns():
             column = getattr(self.model, field.path[0])
         if column is None:  # a callable or a relationship path: read them all
             wanted = email.lower()
-            return [c for c in self.iter_contacts(session) if (c.email or "").lower() == wanted]
+            return [
+                (row[0], row)
+                for row in session.execute(self._query())
+                if (_text(field.read(row[0], row)) or "").lower() == wanted
+            ]
         query = self._query().where(sa.func.lower(sa.func.trim(column)) == email.lower())
-        return [self.contact_from_row(row[0], row) for row in session.execute(query)]
+        return [(row[0], row) for row in session.execute(query)]
+
+    def _field(self, name: str) -> _Field | None:
+        return next((f for f in self._fields if f.name == name), None)
+
+    # -- writing back (Mailchimp -> shop) ---------------------------------------------
+
+    def withdraw_consent(self, instance: Any) -> bool:
+        """Turn the marketing flag off; ``False`` when it was off already (or unwritable).
+
+        A flag read through an attribute path is written through it; for a callable or
+        SQL expression the host passes ``set_marketing`` to ``add_source``.
+        """
+        if self._set_marketing is not None:
+            self._set_marketing(instance, False)
+            return True
+        return self._write(instance, "marketing", False, only_if=_is_consent)
+
+    def change_email(self, instance: Any, email: str) -> bool:
+        """Write a new address (attribute-path emails only)."""
+        return self._write(instance, "email", email)
+
+    def change_names(self, instance: Any, first_name: str | None, last_name: str | None) -> bool:
+        """Write names from Mailchimp where the source reads them by attribute path."""
+        changed = False
+        for name, value in (("first_name", first_name), ("last_name", last_name)):
+            if value is not None:
+                changed |= self._write(instance, name, value)
+        return changed
+
+    def _write(
+        self, instance: Any, name: str, value: Any, only_if: Callable[[Any], bool] | None = None
+    ) -> bool:
+        field = self._field(name)
+        if field is None or not field.path:
+            return False
+        owner = instance
+        for hop in field.path[:-1]:
+            owner = getattr(owner, hop)
+            if owner is None:  # no related row (e.g. no preferences): nothing to turn off
+                return False
+        current = getattr(owner, field.path[-1])
+        if current == value or (only_if is not None and not only_if(current)):
+            return False
+        setattr(owner, field.path[-1], value)
+        return True
 
     def _columns(self) -> set[str]:
         mapper: Any = sa.inspect(self.model)

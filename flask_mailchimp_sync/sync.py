@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from flask import current_app
 
-from . import emails, locks, signals, staging
+from . import emails, locks, signals, staging, webhooks
 from .client import MailchimpApi
 from .connection import default_tag
 from .exceptions import MailchimpApiError, MailchimpSyncError
@@ -336,9 +336,20 @@ class SyncRunner:
             state = states.get(member_hash)
             if state is None:
                 state = self.models.MemberState(
-                    audience_id=audience_id, subscriber_hash=member_hash, sent=False, tags=""
+                    audience_id=audience_id,
+                    subscriber_hash=member_hash,
+                    email=member["email_address"],
+                    sent=False,
+                    tags="",
                 )
                 self.session.add(state)
+            status, email = member["status"], member["email_address"]
+            if (
+                status in ("unsubscribed", "cleaned")
+                and state.status != status
+                and not self.run.dry_run
+            ):
+                webhooks.withdraw(self.extension, audience_id, email, status)  # reconcile
             _set_status(state, member["status"], member["email_address"])
             contacts = staged.get(member_hash)
             if state.fingerprint is None and contacts and not self.run.dry_run:

@@ -32,6 +32,7 @@ from .forms import (
     DisconnectForm,
     RealtimeForm,
     SyncForm,
+    WebhookForm,
     audiences_form,
     connect_form,
     role_field,
@@ -77,6 +78,7 @@ def connect() -> Any:
         else:
             extension.db.session.commit()
             flash(f"Connected to the Mailchimp account {settings.account_name}.", FLASH_CATEGORY)
+            _flash_if(connection.register_webhooks(extension))
             return redirect(url_for(".settings_page"))
     return _render(connect=form), 400
 
@@ -94,15 +96,17 @@ def audiences() -> Any:
                 picked if picked != NOT_SYNCED else None, form[role_field(n, "tag")].data
             )
         try:
-            connection.choose_audiences(
+            settings = connection.choose_audiences(
                 extension, choices, double_opt_in=bool(form.double_opt_in.data)
             )
+            settings.profile_updates = bool(form.profile_updates.data)
         except ConnectionProblem as problem:
             extension.db.session.rollback()
             _field_for(form, extension, problem, "audience").errors.append(problem.message)
         else:
             extension.db.session.commit()
             flash("Audiences saved.", FLASH_CATEGORY)
+            _flash_if(connection.register_webhooks(extension))
             return redirect(url_for(".settings_page"))
     return _render(audiences=form), 400
 
@@ -151,6 +155,24 @@ def realtime() -> Any:
         FLASH_CATEGORY,
     )
     return redirect(url_for(".settings_page"))
+
+
+@blueprint.post("/webhook-secret")
+def rotate_webhook_secret() -> Any:
+    """A new secret (the old URL stops working) and the webhooks registered again."""
+    extension = get_extension()
+    if not WebhookForm().validate_on_submit():
+        return _render(), 400
+    problem = connection.register_webhooks(extension, rotate=True)
+    _flash_if(problem)
+    if problem is None:
+        flash("The webhook has a new secret and is registered again.", FLASH_CATEGORY)
+    return redirect(url_for(".settings_page"))
+
+
+def _flash_if(message: str | None) -> None:
+    if message:
+        flash(message, FLASH_CATEGORY)
 
 
 @blueprint.get("/runs")
@@ -223,6 +245,8 @@ def _render(*, connect: FlaskForm | None = None, audiences: FlaskForm | None = N
         sync_form=SyncForm(formdata=None),
         realtime_form=RealtimeForm(formdata=None, realtime=settings.realtime if settings else True),
         outbox=outbox_summary(extension) if connected else None,
+        webhook_form=WebhookForm(formdata=None),
+        public_url=current_app.config.get("MAILCHIMP_SYNC_PUBLIC_URL"),
         recent_runs=_recent_runs(extension),
         audiences_problem=problem,
         role_field=role_field,
@@ -252,7 +276,10 @@ def _saved_choices(
     extension: MailchimpSync, settings: Any, available: list[AudienceInfo] | None
 ) -> dict[str, Any]:
     """What the audience form shows before staff touch it."""
-    data: dict[str, Any] = {"double_opt_in": settings.double_opt_in}
+    data: dict[str, Any] = {
+        "double_opt_in": settings.double_opt_in,
+        "profile_updates": settings.profile_updates,
+    }
     # One audience in the account: both roles in it is the recommended default.
     only = available[0].id if available and len(available) == 1 else NOT_SYNCED
     for n, role in enumerate(extension.roles):
