@@ -123,6 +123,8 @@ class SyncRunner:
         self.run: Any = self.session.get(self.models.SyncRun, run_id)
         if self.run is None:
             raise SyncRefused(f"There is no sync run #{run_id}.")
+        self._new_links: list[dict[str, Any]] = []
+        self._moved_links: list[dict[str, Any]] = []
         self.holder = f"{'realtime' if self.run.trigger == 'realtime' else 'run'}-{run_id}"
         self.merge_tags: dict[str, set[str]] = {}
 
@@ -232,8 +234,12 @@ class SyncRunner:
             locks.release(self.session, self.models.Lock, self.lock_names, self.holder)
 
     def _heartbeat(self) -> None:
+        """Keep the locks alive (at most every tenth of their lifetime: cheap pages)."""
         ttl = float(self.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"])
-        locks.refresh(self.session, self.models.Lock, self.lock_names, self.holder, ttl)
+        now = time.monotonic()
+        if now - getattr(self, "_beat", 0.0) >= ttl / 10:
+            locks.refresh(self.session, self.models.Lock, self.lock_names, self.holder, ttl)
+            self._beat = now
 
     # -- stage and pull -----------------------------------------------------------------
 
@@ -330,7 +336,7 @@ class SyncRunner:
 
     def _learn(self, audience_id: str, remote: list[dict[str, Any]], merge_tags: set[str]) -> None:
         hashes = [emails.subscriber_hash(m["email_address"]) for m in remote]
-        states = self._states(audience_id, hashes)
+        states = self._states(audience_id, hashes, editable=True)
         staged = self._staged(audience_id, hashes)
         for member, member_hash in zip(remote, hashes, strict=True):
             state = states.get(member_hash)
@@ -415,7 +421,7 @@ class SyncRunner:
         last_id = 0
         while True:
             query = self._departed_query(audience_id).where(State.id > last_id).limit(PAGE)
-            states = list(self.session.execute(query).scalars())
+            states = list(self.session.execute(query))
             if not states:
                 return
             last_id = states[-1].id
@@ -431,7 +437,7 @@ class SyncRunner:
             staged.audience_id == audience_id,
             staged.subscriber_hash == state.subscriber_hash,
         )
-        query = sa.select(state)
+        query = sa.select(*state.__table__.c)
         if self.scope is not None:  # a real-time delivery looks only at its own members
             query = query.where(state.subscriber_hash.in_(sorted(self.scope)))
         return query.where(
@@ -472,6 +478,7 @@ class SyncRunner:
             outcomes = self._send(audience_id, members)
         for outcome in outcomes:
             self._record(audience_id, outcome)
+        self._write_links()
         self.run.processed += len(members)
         if not self.run.dry_run:
             self._heartbeat()
@@ -644,6 +651,10 @@ class SyncRunner:
             return
         if member.decision.action is Action.REJECTED:
             return  # nothing was sent; the record of the refusal stands
+        if member.decision.action is Action.UNCHANGED and member.state is not None:
+            if member.wanted is not None:
+                self._link_contacts(audience_id, member)
+            return  # the usual case of a resync: nothing to write but new links
         state = self._state_for(audience_id, member)
         state.last_error = outcome.reason if outcome.counted == "failed" else None
         if outcome.counted == "failed" and member.wanted is not None and state.status is None:
@@ -666,10 +677,15 @@ class SyncRunner:
             self._link_contacts(audience_id, member)
 
     def _state_for(self, audience_id: str, member: Member) -> Any:
+        """The member's state as an ORM object, to change (loaded only now: most
+        members of a resync change nothing and are never loaded this way)."""
+        State = self.models.MemberState
         if member.decision.action is Action.MOVE and member.moved_from is not None:
             # The member itself moved: its row follows it to the new address.
-            member.moved_from.subscriber_hash = member.hash
-            member.state = member.moved_from
+            member.state = self.session.get(State, member.moved_from.id)
+            member.state.subscriber_hash = member.hash
+        elif member.state is not None and not isinstance(member.state, State):
+            member.state = self.session.get(State, member.state.id)
         if member.state is None:
             member.state = self.models.MemberState(
                 audience_id=audience_id,
@@ -685,46 +701,62 @@ class SyncRunner:
 
     def _link_contacts(self, audience_id: str, member: Member) -> None:
         """Remember which member each contact is, so an email change can move it."""
-        ContactState = self.models.ContactState
         for row in member.contacts:
             link = self.links.get((row.source, row.contact_key))
             if link is None:
-                self.session.add(
-                    ContactState(
-                        source=row.source,
-                        contact_key=row.contact_key,
-                        audience_id=audience_id,
-                        subscriber_hash=member.hash,
-                    )
-                )
+                self._new_links.append(
+                    {"source": row.source, "contact_key": row.contact_key,
+                     "audience_id": audience_id, "subscriber_hash": member.hash}
+                )  # fmt: skip
             elif (link.audience_id, link.subscriber_hash) != (audience_id, member.hash):
-                link.audience_id, link.subscriber_hash = audience_id, member.hash
+                self._moved_links.append(
+                    {"link_id": link.id, "audience_id": audience_id, "subscriber_hash": member.hash}
+                )
+
+    def _write_links(self) -> None:
+        """The page's new and changed links, in two statements (not one per contact)."""
+        ContactState = self.models.ContactState
+        if self._new_links:
+            self.session.execute(sa.insert(ContactState), self._new_links)
+        if self._moved_links:
+            self.session.execute(
+                sa.update(ContactState.__table__)
+                .where(ContactState.__table__.c.id == sa.bindparam("link_id"))
+                .values(audience_id=sa.bindparam("audience_id"),
+                        subscriber_hash=sa.bindparam("subscriber_hash")),
+                self._moved_links,
+            )  # fmt: skip
+        self._new_links, self._moved_links = [], []
 
     def _item(self, outcome: str, reason: str, **where: Any) -> None:
         self.session.add(
             self.models.SyncRunItem(run_id=self.run.id, outcome=outcome, reason=reason, **where)
         )
 
-    def _states(self, audience_id: str, hashes: Sequence[str]) -> dict[str, Any]:
+    def _states(
+        self, audience_id: str, hashes: Sequence[str], *, editable: bool = False
+    ) -> dict[str, Any]:
+        """What is known of these members: plain rows (cheap), or ORM objects to edit."""
         State = self.models.MemberState
-        rows = self.session.execute(
-            sa.select(State).where(
-                State.audience_id == audience_id, State.subscriber_hash.in_(hashes)
-            )
-        ).scalars()
-        return {row.subscriber_hash: row for row in rows}
+        columns = [State] if editable else list(State.__table__.c)
+        query = sa.select(*columns).where(
+            State.audience_id == audience_id, State.subscriber_hash.in_(hashes)
+        )
+        rows = self.session.execute(query)
+        found = rows.scalars() if editable else rows
+        return {row.subscriber_hash: row for row in found}
 
     def _staged(self, audience_id: str, hashes: Sequence[str]) -> dict[str, list[Any]]:
         staged = self.models.StagedContact
         rows = self.session.execute(
-            sa.select(staged)
+            sa.select(*staged.__table__.c)
             .where(
                 staged.run_id == self.run.id,
                 staged.audience_id == audience_id,
                 staged.subscriber_hash.in_(hashes),
             )
             .order_by(staged.id)
-        ).scalars()
+        )
         grouped: dict[str, list[Any]] = defaultdict(list)
         for row in rows:
             grouped[row.subscriber_hash].append(row)
@@ -735,8 +767,8 @@ class SyncRunner:
         ContactState = self.models.ContactState
         keys = {row.contact_key for rows in staged.values() for row in rows}
         rows = self.session.execute(
-            sa.select(ContactState).where(ContactState.contact_key.in_(keys))
-        ).scalars()
+            sa.select(*ContactState.__table__.c).where(ContactState.contact_key.in_(keys))
+        )
         return {(link.source, link.contact_key): link for link in rows}
 
     def _previous_members(self, audience_id: str, staged: dict[str, list[Any]]) -> dict[str, Any]:
