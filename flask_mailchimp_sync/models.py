@@ -167,6 +167,8 @@ def _define(db: SQLAlchemy) -> Models:
         contact_key = sa.Column(sa.String(64), nullable=False)
         audience_id = sa.Column(sa.String(32), nullable=False)
         subscriber_hash = sa.Column(sa.String(32), nullable=False)
+        #: The contact's own data when last handled: an unchanged contact is skipped.
+        fingerprint = sa.Column(sa.String(64))
 
     class MailchimpStagedContact(db.Model):  # type: ignore[name-defined]
         """A run's snapshot of the shop's contacts, grouped by the database, not in memory."""
@@ -187,6 +189,8 @@ def _define(db: SQLAlchemy) -> Models:
         marketing = sa.Column(sa.Boolean, nullable=False)
         #: JSON of the merge fields (FNAME, LNAME and the source's extras).
         merge_fields = sa.Column(sa.Text, nullable=False)
+        #: Of this contact's data (address, consent, tag, merge fields).
+        fingerprint = sa.Column(sa.String(64), nullable=False)
 
     class MailchimpOutbox(db.Model):  # type: ignore[name-defined]
         """A contact changed in the shop, written in the same transaction as the change.

@@ -7,6 +7,7 @@ memory stays flat however large the shop. Bad data is skipped here, with a reaso
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,7 @@ def stage(
 
 def _row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
     email = emails.normalize(contact.email) or ""
+    fields = json.dumps(contact_fields(contact), default=str, sort_keys=True)
     return {
         "run_id": run_id,
         "audience_id": target.audience_id,
@@ -106,7 +108,10 @@ def _row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
         "contact_key": contact.key,
         "tag": target.tag,
         "marketing": contact.marketing,
-        "merge_fields": json.dumps(contact_fields(contact), default=str, sort_keys=True),
+        "merge_fields": fields,
+        "fingerprint": hashlib.sha256(
+            f"{email.lower()}|{contact.marketing}|{target.tag}|{fields}".encode()
+        ).hexdigest(),
     }
 
 

@@ -123,6 +123,7 @@ class SyncRunner:
         self.run: Any = self.session.get(self.models.SyncRun, run_id)
         if self.run is None:
             raise SyncRefused(f"There is no sync run #{run_id}.")
+        self.learned: dict[str, set[str]] = defaultdict(set)  # members whose status changed
         self._new_links: list[dict[str, Any]] = []
         self._moved_links: list[dict[str, Any]] = []
         self.holder = f"{'realtime' if self.run.trigger == 'realtime' else 'run'}-{run_id}"
@@ -350,6 +351,8 @@ class SyncRunner:
                 )
                 self.session.add(state)
             status, email = member["status"], member["email_address"]
+            if state.status != status:
+                self.learned[audience_id].add(member_hash)
             if (
                 status in ("unsubscribed", "cleaned")
                 and state.status != status
@@ -394,26 +397,53 @@ class SyncRunner:
         return int(addresses or 0) + int(departed)
 
     def _sync_audience(self, audience_id: str) -> None:
+        """Every address of the audience that has a contact changed since it was last
+        handled (all of them with ``full``), 500 at a time; the rest are unchanged."""
         staged = self.models.StagedContact
-        last = ""
+        query = sa.select(staged.subscriber_hash).where(
+            staged.run_id == self.run.id, staged.audience_id == audience_id
+        )
+        everyone = self.session.execute(
+            sa.select(sa.func.count(sa.distinct(staged.subscriber_hash))).where(
+                staged.run_id == self.run.id, staged.audience_id == audience_id
+            )
+        ).scalar()
+        if not self.run.full and self.contacts is None:
+            # ...or whose member Mailchimp changed since the last look (to report it).
+            learned = sorted(self.learned.get(audience_id, ()))
+            query = query.where(
+                sa.or_(self._contact_changed(), staged.subscriber_hash.in_(learned))
+            )
+        last, handled = "", 0
         while True:
+            page = query.where(staged.subscriber_hash > last)
             hashes = list(
                 self.session.execute(
-                    sa.select(staged.subscriber_hash)
-                    .where(
-                        staged.run_id == self.run.id,
-                        staged.audience_id == audience_id,
-                        staged.subscriber_hash > last,
-                    )
-                    .group_by(staged.subscriber_hash)
+                    page.group_by(staged.subscriber_hash)
                     .order_by(staged.subscriber_hash)
                     .limit(PAGE)
                 ).scalars()
             )
             if not hashes:
-                return
-            last = hashes[-1]
+                break
+            last, handled = hashes[-1], handled + len(hashes)
             self._process(audience_id, self._members(audience_id, hashes))
+        untouched = int(everyone or 0) - handled
+        self.run.unchanged += untouched
+        self.run.processed += untouched
+        self.session.commit()
+
+    def _contact_changed(self) -> Any:
+        """SQL: this staged contact differs from when it was last handled (or is new)."""
+        staged, link = self.models.StagedContact, self.models.ContactState
+        same = sa.select(link.id).where(
+            link.source == staged.source,
+            link.contact_key == staged.contact_key,
+            link.audience_id == staged.audience_id,
+            link.subscriber_hash == staged.subscriber_hash,
+            link.fingerprint == staged.fingerprint,
+        )
+        return ~sa.exists(same)
 
     def _archive_departed(self, audience_id: str) -> None:
         """Members the shop sent whose contacts are gone from the shop."""
@@ -706,12 +736,18 @@ class SyncRunner:
             if link is None:
                 self._new_links.append(
                     {"source": row.source, "contact_key": row.contact_key,
-                     "audience_id": audience_id, "subscriber_hash": member.hash}
+                     "audience_id": audience_id, "subscriber_hash": member.hash,
+                     "fingerprint": row.fingerprint}
                 )  # fmt: skip
-            elif (link.audience_id, link.subscriber_hash) != (audience_id, member.hash):
+            elif (link.audience_id, link.subscriber_hash, link.fingerprint) != (
+                audience_id,
+                member.hash,
+                row.fingerprint,
+            ):
                 self._moved_links.append(
-                    {"link_id": link.id, "audience_id": audience_id, "subscriber_hash": member.hash}
-                )
+                    {"link_id": link.id, "audience_id": audience_id,
+                     "subscriber_hash": member.hash, "fingerprint": row.fingerprint}
+                )  # fmt: skip
 
     def _write_links(self) -> None:
         """The page's new and changed links, in two statements (not one per contact)."""
@@ -723,7 +759,8 @@ class SyncRunner:
                 sa.update(ContactState.__table__)
                 .where(ContactState.__table__.c.id == sa.bindparam("link_id"))
                 .values(audience_id=sa.bindparam("audience_id"),
-                        subscriber_hash=sa.bindparam("subscriber_hash")),
+                        subscriber_hash=sa.bindparam("subscriber_hash"),
+                        fingerprint=sa.bindparam("fingerprint")),
                 self._moved_links,
             )  # fmt: skip
         self._new_links, self._moved_links = [], []
