@@ -159,7 +159,11 @@ def _define(db: SQLAlchemy) -> Models:
         """Which member a shop contact was last sent as, so an email change moves it."""
 
         __tablename__ = "mailchimp_sync_contacts"
-        __table_args__ = (sa.UniqueConstraint("store", "source", "contact_key"),)
+        __table_args__ = (
+            sa.UniqueConstraint("store", "source", "contact_key"),
+            # Looked up by contact (every page of a sync) without knowing its source.
+            sa.Index("ix_mailchimp_sync_contacts_key", "contact_key"),
+        )
 
         id = sa.Column(sa.Integer, primary_key=True)
         store = sa.Column(sa.String(64), nullable=False, default=DEFAULT_STORE)

@@ -29,7 +29,7 @@ from .client import MailchimpApi
 from .connection import default_tag
 from .exceptions import MailchimpApiError, MailchimpSyncError
 from .extension import real_app
-from .models import as_utc, utcnow
+from .models import DEFAULT_STORE, as_utc, utcnow
 from .planner import ACTIVE, Action, Decision, Known, Wanted, blocked_by, decide
 from .staging import Target
 
@@ -437,6 +437,7 @@ class SyncRunner:
         """SQL: this staged contact differs from when it was last handled (or is new)."""
         staged, link = self.models.StagedContact, self.models.ContactState
         same = sa.select(link.id).where(
+            link.store == DEFAULT_STORE,  # lets the database use the unique index
             link.source == staged.source,
             link.contact_key == staged.contact_key,
             link.audience_id == staged.audience_id,
