@@ -113,13 +113,28 @@ def child(step: str, db_url: str, api_url: str, api_key: str, audience: str) -> 
         result = {
             "wall_s": round(time.perf_counter() - started, 2),
             "cpu_s": round(time.process_time() - cpu, 2),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": peak_rss_mb(),
             "state": run.state,
             "counts": {k: getattr(run, k) for k in COUNTS},
         }
         if run.error:
             result["error"] = run.error
         return result
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory.
+
+    Linux's ``VmHWM`` starts afresh at exec; ``ru_maxrss`` would carry over the peak of
+    the parent that seeded the database (a fork inherits it), so it is only a fallback.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def naive(api_url: str, api_key: str, audience: str, sample: int) -> float:
