@@ -154,3 +154,35 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+def assert_mailchimp_matches_shop(
+    emulator: Any, audience_id: str, *, outsiders: frozenset[str] = frozenset()
+) -> None:
+    """Every consenting contact is one subscribed member with its role tags; nobody else
+    is subscribed (but *outsiders*, who joined Mailchimp another way). Needs an app context."""
+    from example_app import mailchimp
+    from flask_mailchimp_sync import emails
+
+    expected: dict[str, set[str]] = {}
+    for source in mailchimp.sources:
+        for contact in source.iter_contacts(mailchimp.db.session):
+            address = emails.normalize(contact.email)
+            if contact.marketing and emails.problem(address) is None:
+                expected.setdefault(address.lower(), set()).add(contact.role.title())
+    held = emulator.state.members(audience_id)
+    wrong = {
+        email: (
+            held[email].visible_status if email in held else None,
+            sorted(held[email].tags) if email in held else None,
+        )
+        for email, tags in expected.items()
+        if email not in held
+        or held[email].visible_status != "subscribed"
+        or set(held[email].tags) != tags
+    }
+    assert wrong == {}, f"members that do not match the shop: {wrong}"
+    extra = {
+        e for e, m in held.items() if m.visible_status == "subscribed" and e not in expected
+    } - outsiders
+    assert extra == set(), f"subscribed without the shop's consent: {extra}"
