@@ -31,7 +31,7 @@ class Consignor(db.Model):  # type: ignore[name-defined]
     __tablename__ = "consignors"
 
     id = db.Column(db.Integer, primary_key=True)
-    name = db.Column(db.String(200), nullable=False)
+    name = db.Column(db.String(400), nullable=False)
     email = db.Column(db.String(255))
     phone = db.Column(db.String(40))
     marketing_opt_in = db.Column(db.Boolean, nullable=False, default=False)
@@ -42,8 +42,8 @@ class Customer(db.Model):  # type: ignore[name-defined]
     __tablename__ = "customers"
 
     id = db.Column(db.Integer, primary_key=True)
-    first_name = db.Column(db.String(100))
-    last_name = db.Column(db.String(100))
+    first_name = db.Column(db.String(400))
+    last_name = db.Column(db.String(400))
     email = db.Column(db.String(255))
     created_at = db.Column(db.DateTime(timezone=True), default=lambda: datetime.now(UTC))
     preferences = db.relationship(

@@ -33,6 +33,11 @@ AUDIENCE_ID = Regexp(
 NOT_SYNCED = ""
 
 
+def _printable(form: FlaskForm, field: Field) -> None:
+    if any(ord(character) < 32 for character in field.data or ""):
+        raise ValidationError("Use letters, digits, spaces and punctuation only.")
+
+
 def _api_key_shape(form: FlaskForm, field: Field) -> None:
     if not API_KEY_PATTERN.match((field.data or "").strip()):
         raise ValidationError(str(InvalidApiKeyError()))
@@ -120,7 +125,7 @@ def audiences_form(
             "or paste an Audience ID", validators=[Optional(), AUDIENCE_ID], filters=[_strip]
         )
         fields[role_field(n, "tag")] = StringField(
-            "Tag", validators=[DataRequired(), Length(max=100)], filters=[_strip]
+            "Tag", validators=[DataRequired(), Length(max=100), _printable], filters=[_strip]
         )
     return type("AudiencesForm", (AudiencesFormBase,), fields)(**kwargs)
 

@@ -107,6 +107,7 @@ def audiences() -> Any:
             extension.db.session.commit()
             flash("Audiences saved.", FLASH_CATEGORY)
             _flash_if(connection.register_webhooks(extension))
+            dispatcher(real_app()).nudge()  # changes made before an audience was chosen
             return redirect(url_for(".settings_page"))
     return _render(audiences=form), 400
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ REQUIRED = {
     "profile": ("data[list_id]", "data[email]"),
     "upemail": ("data[list_id]", "data[old_email]", "data[new_email]"),
 }
+
+
+EVENT_TYPE = re.compile(r"[A-Za-z_]{1,40}")
 
 
 class MalformedEvent(BadRequest):
@@ -87,8 +91,10 @@ def receive(secret: str) -> Any:
 
 def parse(form: Mapping[str, str]) -> Event:
     kind = (form.get("type") or "").strip()
-    if not kind:
+    if not EVENT_TYPE.fullmatch(kind):
         raise MalformedEvent()
+    if any("\x00" in value for value in form.values()):
+        raise MalformedEvent("A webhook body never holds NUL characters.")
     needed = REQUIRED.get(kind, ("data[list_id]",))
     if any(not (form.get(key) or "").strip() for key in needed):
         raise MalformedEvent(f"A {kind!r} event needs {', '.join(needed)}.")

@@ -82,6 +82,7 @@ def app(emulator: MailchimpEmulator, tmp_path: Any) -> Iterator[Flask]:
     with app.app_context():
         shop_db.session.remove()
         shop_db.drop_all()
+        shop_db.engine.dispose()  # close pooled connections (PostgreSQL keeps them open)
 
 
 @pytest.fixture
