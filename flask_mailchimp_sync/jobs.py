@@ -84,14 +84,18 @@ def start_sync(
 def _refuse_if_running(extension: MailchimpSync, audiences: list[str]) -> None:
     models, session = extension.models, extension.db.session
     _fail_abandoned_runs(extension)
-    if locks.held(session, models.Lock, [f"audience:{a}" for a in audiences]):
+    # Real-time deliveries are short: a sync waits for them (see SyncRunner) instead.
+    names = [f"audience:{a}" for a in audiences]
+    if locks.held(session, models.Lock, names, except_realtime=True):
         raise SyncRefused(
             "A sync of this audience is already running; it shows its progress below."
         )
     SyncRun = models.SyncRun
     waiting = session.execute(
         sa.select(SyncRun).where(
-            SyncRun.state.in_(["queued", "running"]), SyncRun.dry_run.is_(False)
+            SyncRun.state.in_(["queued", "running"]),
+            SyncRun.dry_run.is_(False),
+            SyncRun.trigger != "realtime",
         )
     ).scalars()
     if any(set(run.audiences.split(",")) & set(audiences) for run in waiting):

@@ -180,6 +180,7 @@ def _define(db: SQLAlchemy) -> Models:
         __tablename__ = "mailchimp_sync_staged"
         __table_args__ = (
             sa.Index("ix_mailchimp_sync_staged_member", "run_id", "audience_id", "subscriber_hash"),
+            sa.Index("ix_mailchimp_sync_staged_contact", "run_id", "source", "contact_key"),
         )
 
         id = sa.Column(sa.Integer, primary_key=True)

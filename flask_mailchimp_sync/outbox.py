@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from flask import current_app, has_app_context
 from sqlalchemy import event, orm
 
-from . import signals
+from . import locks, signals
 from .client import backoff_delay
 from .extension import real_app
 from .models import utcnow
@@ -137,6 +137,9 @@ def drain(extension: MailchimpSync, *, due_only: bool = True) -> DrainResult:
     if not rows:
         return DrainResult(waiting=_waiting(extension), retry_in=_next_retry_in(extension))
     contacts = sorted({(row.source, row.contact_key) for row in rows})
+    audiences = {f"audience:{a.audience_id}" for a in settings.audiences}
+    if locks.held(session, extension.models.Lock, audiences):  # a sync or another delivery
+        return _postpone(extension, rows, "Waiting for a sync to finish.", attempt=False)
     try:
         run = start_sync(extension, trigger="realtime", enqueue=False)
     except SyncRefused as refused:  # no audience chosen, or a sync is running now

@@ -410,7 +410,8 @@ class SyncRunner:
         ).scalar()
         if not self.run.full and self.contacts is None:
             # ...or whose member Mailchimp changed since the last look (to report it).
-            learned = sorted(self.learned.get(audience_id, ()))
+            # ...or that a contact left (its address changed, or it was deleted).
+            learned = sorted(self.learned.get(audience_id, set()) | self._left(audience_id))
             query = query.where(
                 sa.or_(self._contact_changed(), staged.subscriber_hash.in_(learned))
             )
@@ -428,10 +429,37 @@ class SyncRunner:
                 break
             last, handled = hashes[-1], handled + len(hashes)
             self._process(audience_id, self._members(audience_id, hashes))
+        if self.contacts is None and not self.run.dry_run:
+            self._forget_links_of_deleted_contacts(audience_id)
         untouched = int(everyone or 0) - handled
         self.run.unchanged += untouched
         self.run.processed += untouched
         self.session.commit()
+
+    def _forget_links_of_deleted_contacts(self, audience_id: str) -> None:
+        staged, link = self.models.StagedContact, self.models.ContactState
+        here = sa.select(staged.id).where(
+            staged.run_id == self.run.id,
+            staged.source == link.source,
+            staged.contact_key == link.contact_key,
+        )
+        self.session.execute(
+            sa.delete(link).where(link.audience_id == audience_id, ~sa.exists(here))
+        )
+
+    def _left(self, audience_id: str) -> set[str]:
+        """Addresses a contact was last sent as but no longer has."""
+        staged, link = self.models.StagedContact, self.models.ContactState
+        still = sa.select(staged.id).where(
+            staged.run_id == self.run.id,
+            staged.source == link.source,
+            staged.contact_key == link.contact_key,
+            staged.subscriber_hash == link.subscriber_hash,
+        )
+        query = sa.select(link.subscriber_hash).where(
+            link.audience_id == audience_id, ~sa.exists(still)
+        )
+        return set(self.session.execute(query).scalars())
 
     def _contact_changed(self) -> Any:
         """SQL: this staged contact differs from when it was last handled (or is new)."""
@@ -821,8 +849,23 @@ class SyncRunner:
         }
         if not moved:
             return {}
+        # An old address another contact still has stays where it is: no move then.
+        staged_model = self.models.StagedContact
+        still_used = set(
+            self.session.execute(
+                sa.select(staged_model.subscriber_hash).where(
+                    staged_model.run_id == self.run.id,
+                    staged_model.audience_id == audience_id,
+                    staged_model.subscriber_hash.in_([old for _, old in moved]),
+                )
+            ).scalars()
+        )
         states = self._states(audience_id, [old for _, old in moved])
-        return {new: states[old] for (_, old), new in moved.items() if old in states}
+        return {
+            new: states[old]
+            for (_, old), new in moved.items()
+            if old in states and old not in still_used
+        }
 
 
 _ONE_BY_ONE = (Action.UPDATE, Action.MOVE, Action.RESTORE, Action.ARCHIVE)

@@ -78,6 +78,16 @@ def test_staff_connect_sync_and_turn_a_customer_off(app, emulator, mailchimp_acc
     page.screenshot(path=str(ARTIFACTS / "mailchimp-page.png"), full_page=True)
 
     page.click("input[value=Sync]")
+    if "/runs/" not in page.url:
+        with app.app_context():
+            from example_app import mailchimp as m
+
+            runs = [
+                (r.id, r.trigger, r.state, r.audiences)
+                for r in m.db.session.query(m.models.SyncRun)
+            ]
+            held = [(x.name, x.holder, x.expires_at) for x in m.db.session.query(m.models.Lock)]
+        raise AssertionError(f"{runs} {held} {page.url} {page.inner_text('main')[:300]}")
     page.wait_for_selector("#mailchimp-sync-run[data-state=done]", timeout=30_000)
     assert page.inner_text("[data-field=percent]") == "100"
     assert "not a valid email address" in page.content()

@@ -398,3 +398,16 @@ def test_failures_inside_a_batch_operation_are_retried_one_by_one(db, emulator, 
     emulator.state.set_status(shared, "c3@mailbox.shop", "unsubscribed")
     run = sync()
     assert counts(run) == {"updated": 24, "blocked": 1}
+
+
+def test_an_email_change_of_one_role_leaves_the_other_roles_member(db, emulator, shared):
+    add_consignor(db, "Ada Lovelace", "ada@mailbox.shop")
+    ada = add_customer(db, "Ada", "Lovelace", "ada@mailbox.shop")
+    sync()
+    ada.email = "ada.l@fastpost.net"
+    db.session.commit()
+    run = sync()
+    assert counts(run) == {"added": 1, "updated": 1}
+    held = members(emulator, shared)
+    assert held["ada@mailbox.shop"][:2] == ("subscribed", ["Consignor"])
+    assert held["ada.l@fastpost.net"][:2] == ("subscribed", ["Customer"])
