@@ -186,3 +186,34 @@ def assert_mailchimp_matches_shop(
         e for e, m in held.items() if m.visible_status == "subscribed" and e not in expected
     } - outsiders
     assert extra == set(), f"subscribed without the shop's consent: {extra}"
+
+
+def add_opted_in_customers(db: Any, count: int) -> None:
+    """*count* customers c0@... with marketing consent, in one commit."""
+    from example_app.models import Customer, CustomerPreferences
+
+    db.session.add_all(
+        Customer(
+            email=f"c{n}@mailbox.shop", preferences=CustomerPreferences(accepts_marketing=True)
+        )
+        for n in range(count)
+    )
+    db.session.commit()
+
+
+def subprocess_env(app: Any, emulator: Any, **extra: str) -> dict[str, str]:
+    """The environment for a `flask ...` process working on the test's shop and emulator."""
+    import os
+    from pathlib import Path
+
+    env = dict(os.environ)
+    env.update(
+        FLASK_APP="example_app:create_app",
+        SHOP_DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
+        SHOP_SECRET_KEY=app.config["SECRET_KEY"],
+        FLASK_MAILCHIMP_SYNC_API_URL=emulator.api_url,
+        FLASK_MAILCHIMP_SYNC_RETRY_BACKOFF="0.01",
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        **extra,
+    )
+    return env

@@ -15,7 +15,13 @@ import pytest
 
 from flask_mailchimp_sync.jobs import start_sync, wait_for_jobs
 
-from .helpers import RedisServer, assert_mailchimp_matches_shop, connect_shop, sync
+from .helpers import (
+    RedisServer,
+    assert_mailchimp_matches_shop,
+    connect_shop,
+    subprocess_env,
+    sync,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_redis = pytest.mark.skipif(
@@ -51,28 +57,12 @@ def flip_some(db, step=7):
     db.session.commit()
 
 
-def env(app, emulator, **extra):
-    import os
-
-    values = dict(os.environ)
-    values.update(
-        FLASK_APP="example_app:create_app",
-        SHOP_DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
-        SHOP_SECRET_KEY=app.config["SECRET_KEY"],
-        FLASK_MAILCHIMP_SYNC_API_URL=emulator.api_url,
-        FLASK_MAILCHIMP_SYNC_RETRY_BACKOFF="0.01",
-        PYTHONPATH=str(ROOT),
-        **extra,
-    )
-    return values
-
-
 @needs_redis
 def test_a_worker_killed_mid_sync_and_restarted(app, emulator, mailchimp_account):
     audience = mailchimp_account.customers.id
     redis = RedisServer().start()
     app.config["MAILCHIMP_SYNC_REDIS_URL"] = redis.url
-    worker_env = env(
+    worker_env = subprocess_env(
         app,
         emulator,
         FLASK_MAILCHIMP_SYNC_REDIS_URL=redis.url,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,17 @@ import pytest
 
 from flask_mailchimp_sync.jobs import wait_for_jobs
 
-from .helpers import NOTES, RedisServer, add_customer, connect_shop, csrf_token, free_port, items
+from .helpers import (
+    NOTES,
+    RedisServer,
+    add_customer,
+    add_opted_in_customers,
+    connect_shop,
+    csrf_token,
+    free_port,
+    items,
+    subprocess_env,
+)
 
 PAGE = "/preferences/integrations/mailchimp/"
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,20 +143,6 @@ def test_redis_down_at_click_is_a_message_not_a_500(app, staff_client, shop):
     assert "Redis is unreachable" in staff_client.get(PAGE).get_data(as_text=True)
 
 
-def subprocess_env(app, emulator, **extra):
-    env = dict(os.environ)
-    env.update(
-        FLASK_APP="example_app:create_app",
-        SHOP_DATABASE_URL=app.config["SQLALCHEMY_DATABASE_URI"],
-        SHOP_SECRET_KEY=app.config["SECRET_KEY"],
-        FLASK_MAILCHIMP_SYNC_API_URL=emulator.api_url,
-        FLASK_MAILCHIMP_SYNC_RETRY_BACKOFF="0.01",
-        PYTHONPATH=str(ROOT),
-        **extra,
-    )
-    return env
-
-
 def test_rq_queue_with_a_real_worker(app, staff_client, emulator, shop, redis_server, monkeypatch):
     if redis_server is None:
         return _rq_with_fakeredis(app, staff_client, emulator, shop, monkeypatch)
@@ -187,16 +182,10 @@ def test_a_sync_killed_midway_is_finished_by_the_next_run(app, emulator, mailchi
     """SIGKILL the syncing process mid-run; the next run completes with no duplicates."""
     audience = mailchimp_account.customers.id
     with app.app_context():
-        from example_app.models import Customer, CustomerPreferences, db
+        from example_app.models import db
 
         connect_shop(mailchimp_account.api_key, {"customer": audience})
-        db.session.add_all(
-            Customer(
-                email=f"c{n}@mailbox.shop", preferences=CustomerPreferences(accepts_marketing=True)
-            )
-            for n in range(3000)
-        )
-        db.session.commit()
+        add_opted_in_customers(db, 3000)
     emulator.faults.latency = 0.3
     process = subprocess.Popen(
         [sys.executable, "-m", "flask", "mailchimp", "sync"],

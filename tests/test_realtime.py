@@ -10,7 +10,14 @@ import sqlalchemy as sa
 from flask_mailchimp_sync import signals
 from flask_mailchimp_sync.jobs import wait_for_jobs
 
-from .helpers import add_consignor, add_customer, connect_shop, csrf_token, sync
+from .helpers import (
+    add_consignor,
+    add_customer,
+    add_opted_in_customers,
+    connect_shop,
+    csrf_token,
+    sync,
+)
 
 PAGE = "/preferences/integrations/mailchimp/"
 
@@ -145,18 +152,12 @@ def test_on_off_on_before_delivery_is_one_final_state(app, emulator, live):
 
 
 def test_a_thousand_flags_flipped_in_one_commit_are_batched(app, emulator, mailchimp_account):
-    from example_app.models import Customer, CustomerPreferences, db
+    from example_app.models import Customer, db
 
     audience = mailchimp_account.customers.id
     with app.app_context():
         connect_shop(mailchimp_account.api_key, {"customer": audience})
-        db.session.add_all(
-            Customer(
-                email=f"c{n}@mailbox.shop", preferences=CustomerPreferences(accepts_marketing=True)
-            )
-            for n in range(1000)
-        )
-        db.session.commit()
+        add_opted_in_customers(db, 1000)
         sync()
         from example_app import mailchimp
 
