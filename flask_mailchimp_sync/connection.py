@@ -42,6 +42,17 @@ class AudienceChoice:
     tag: str | None = None
 
 
+#: Staff wait on these calls: a slow Mailchimp must not hold the page for long.
+STAFF_TIMEOUT = 10.0
+
+
+def _staff_api(api_key: str) -> MailchimpApi:
+    """One attempt, a short timeout: a failure is reported at once, staff try again."""
+    config = dict(current_app.config)
+    config["MAILCHIMP_SYNC_TIMEOUT"] = min(float(config["MAILCHIMP_SYNC_TIMEOUT"]), STAFF_TIMEOUT)
+    return MailchimpApi(api_key, config, retries=0)
+
+
 def default_tag(role: str) -> str:
     return role.replace("_", " ").title()
 
@@ -53,7 +64,7 @@ def connect(
     api_key = (api_key or "").strip()
     try:
         data_center(api_key)
-        api = MailchimpApi(api_key, current_app.config, retries=0)
+        api = _staff_api(api_key)
         account = api.verify()
     except MailchimpSyncError as problem:
         raise ConnectionProblem("api_key", str(problem)) from None
@@ -75,7 +86,7 @@ def choose_audiences(
     api_key = store.api_key()
     if api_key is None:
         raise ConnectionProblem("api_key", "Connect a Mailchimp account first.")
-    verified = _verify_audiences(MailchimpApi(api_key, current_app.config, retries=0), choices)
+    verified = _verify_audiences(_staff_api(api_key), choices)
     _save_choices(extension, verified, choices)
     settings = store.get_or_create()
     if double_opt_in is not None:
@@ -118,9 +129,7 @@ def disconnect(extension: MailchimpSync) -> None:
 def list_audiences(extension: MailchimpSync) -> list[AudienceInfo]:
     """The connected account's audiences (raises :class:`MailchimpApiError` when it can't)."""
     api_key = extension.settings_store().api_key()
-    return (
-        [] if api_key is None else MailchimpApi(api_key, current_app.config, retries=0).audiences()
-    )
+    return [] if api_key is None else _staff_api(api_key).audiences()
 
 
 def _verify_audiences(
