@@ -15,7 +15,10 @@ from blinker import Namespace
 
 _signals = Namespace()
 
-#: A sync or preview finished (or failed). Sender: the app; kwargs: ``run``.
+#: A sync, preview or real-time delivery started. Sender: the app; kwargs: ``run``.
+sync_started = _signals.signal("mailchimp-sync-started")
+
+#: A sync, preview or real-time delivery finished (or failed). Sender: the app; kwargs: ``run``.
 sync_finished = _signals.signal("mailchimp-sync-finished")
 
 #: A member was added to or updated in Mailchimp. Sender: the app; kwargs:

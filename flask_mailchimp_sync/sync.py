@@ -193,6 +193,7 @@ class SyncRunner:
         self.run.state = "running"
         self.run.started_at = utcnow()
         self._phase("preparing")
+        signals.sync_started.send(self.app, run=self.run)
 
     def _phase(self, phase: str) -> None:
         self.run.phase = phase

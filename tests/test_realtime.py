@@ -249,15 +249,14 @@ def test_signals_carry_the_real_app(app, emulator, live):
             db.session.commit()
         wait_for_jobs(app)
     assert seen == [(app, {"audience_id": audience, "email": "ben@mailbox.shop"})]
-    finished = []
+    started, finished = [], []
     with (
-        signals.sync_finished.connected_to(
-            lambda sender, run: finished.append((sender, run.state)), app
-        ),
+        signals.sync_started.connected_to(lambda s, run: started.append((s, run.state)), app),
+        signals.sync_finished.connected_to(lambda s, run: finished.append((s, run.state)), app),
         app.app_context(),
     ):
         sync()
-    assert finished == [(app, "done")]
+    assert started == [(app, "running")] and finished == [(app, "done")]
 
 
 def test_delivered_changes_are_pruned_after_the_retention_period(app, emulator, live):
