@@ -13,7 +13,7 @@ import random
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -216,11 +216,10 @@ class MailchimpApi:
         return True
 
     def set_tags(
-        self, audience_id: str, member_hash: str, active: list[str], inactive: list[str]
+        self, audience_id: str, member_hash: str, active: Iterable[str], inactive: Iterable[str]
     ) -> None:
-        tags = [{"name": t, "status": "active"} for t in active]
-        tags += [{"name": t, "status": "inactive"} for t in inactive]
-        self._call(self._client.lists.members.tags.update, audience_id, member_hash, {"tags": tags})
+        body = tag_changes(active, inactive)
+        self._call(self._client.lists.members.tags.update, audience_id, member_hash, body)
 
     def webhooks(self, audience_id: str) -> list[dict[str, Any]]:
         return list(self._call(self._client.lists.webhooks.all, audience_id).get("webhooks", []))
@@ -277,7 +276,7 @@ class MailchimpApi:
                     return method(*args, **kwargs)
             except MailChimpError as error:
                 problem: MailchimpApiError = translate_error(error)
-                retry = _is_transient(problem)
+                retry = is_transient(problem.status, titled=bool(problem.title))
             except requests.Timeout:
                 problem = MailchimpUnreachableError(
                     f"Mailchimp did not answer within {self._client.timeout:g} seconds. "
@@ -317,11 +316,19 @@ def backoff_delay(attempt: int, base: float, cap: float = 30.0) -> float:
     return random.uniform(0, min(cap, base * 2**attempt))  # jitter, not cryptography
 
 
-def _is_transient(error: MailchimpApiError) -> bool:
-    # A bodyless 403 is Mailchimp's edge throttling; a 403 with a body is a real refusal.
-    return (
-        error.status in (429, 0) or error.status >= 500 or (error.status == 403 and not error.title)
-    )
+def is_transient(status: int, *, titled: bool) -> bool:
+    """Whether an answer means "try again later" (0: no answer at all).
+
+    A bodyless 403 is Mailchimp's edge throttling; a 403 with a body is a real refusal.
+    """
+    return status in (429, 0) or status >= 500 or (status == 403 and not titled)
+
+
+def tag_changes(active: Iterable[str], inactive: Iterable[str]) -> dict[str, Any]:
+    """The body of ``POST .../members/{hash}/tags``: tags to add and to remove."""
+    tags = [{"name": t, "status": "active"} for t in sorted(active)]
+    tags += [{"name": t, "status": "inactive"} for t in sorted(inactive)]
+    return {"tags": tags}
 
 
 _slots_lock = threading.Lock()

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from . import emails, locks, signals, staging, webhooks
-from .client import MailchimpApi
+from .client import MailchimpApi, is_transient, tag_changes
 from .connection import default_tag
 from .exceptions import MailchimpApiError, MailchimpSyncError
 from .extension import real_app
@@ -572,7 +572,7 @@ class SyncRunner:
         results = self.api.run_operations([self._operation(audience_id, m) for m in members])
         outcomes, retry, tagging = [], [], []
         for member, (status_code, reply) in zip(members, results, strict=True):
-            if status_code == 0 or status_code == 429 or status_code >= 500:
+            if is_transient(status_code, titled=bool(reply.get("title"))):
                 retry.append(member)  # transient inside the batch: once more, one by one
                 continue
             outcome = self._outcome(member, status_code, reply)
@@ -595,15 +595,16 @@ class SyncRunner:
             else:
                 reply = self.api.upsert_member(audience_id, member.hash, body)
         except MailchimpApiError as error:
-            if error.status == 0 or error.status == 429 or error.status >= 500:
+            if is_transient(error.status, titled=bool(error.title)):
                 raise  # Mailchimp is unavailable even after retries: stop the run here
             return self._outcome(
                 member, error.status, {"title": error.title, "detail": error.detail}
             )
         outcome = self._outcome(member, 200, reply)
         if outcome.counted in ("added", "updated") and _tag_change(member):
-            self.api.set_tags(audience_id, member.hash, sorted(member.decision.add_tags),
-                              sorted(member.decision.remove_tags))  # fmt: skip
+            self.api.set_tags(
+                audience_id, member.hash, member.decision.add_tags, member.decision.remove_tags
+            )
         return outcome
 
     def _outcome(self, member: Member, status_code: int, reply: dict[str, Any]) -> Outcome:
@@ -652,10 +653,9 @@ class SyncRunner:
         return {"method": "PUT", "path": f"{members}/{member.hash}", "body": body}
 
     def _tag_operation(self, audience_id: str, member: Member) -> dict[str, Any]:
-        tags = [{"name": t, "status": "active"} for t in sorted(member.decision.add_tags)]
-        tags += [{"name": t, "status": "inactive"} for t in sorted(member.decision.remove_tags)]
+        body = tag_changes(member.decision.add_tags, member.decision.remove_tags)
         path = f"/lists/{audience_id}/members/{member.hash}/tags"
-        return {"method": "POST", "path": path, "body": json.dumps({"tags": tags})}
+        return {"method": "POST", "path": path, "body": json.dumps(body)}
 
     def _batch_add(
         self, audience_id: str, members: list[Member]
