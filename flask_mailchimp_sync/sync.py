@@ -3,8 +3,10 @@
 A run goes: stage the shop's contacts (:mod:`.staging`); read what Mailchimp changed
 (every member the first time, so members already there are matched instead of sent
 again; later only unsubscribes, bounces and archives); then, 500 addresses at a time,
-decide (:mod:`.planner`) and send: new members by batch subscribe, changes to existing
-members one by one (at most ``MAILCHIMP_SYNC_MAX_CONNECTIONS`` at once), archives last.
+decide (:mod:`.planner`) and send: new members by batch subscribe; changes to existing
+members one by one when few (at most ``MAILCHIMP_SYNC_MAX_CONNECTIONS`` at once), else as
+one batch operation; archives of departed contacts last. A resync handles only
+addresses whose contacts changed.
 Progress and outcomes are written to the run record after every page, so a run killed
 midway leaves a true record and the next run simply does what is left.
 """
@@ -153,14 +155,15 @@ class SyncRunner:
         try:
             self._start()
             self.api = MailchimpApi(api_key, self.config)
-            self.double_opt_in = bool(settings.double_opt_in)
+            # Double opt-in: new members confirm by email first.
+            self.new_member_status = "pending" if settings.double_opt_in else "subscribed"
             self._stage(targets)
             for audience_id in audience_ids:
                 self._phase(f"reading Mailchimp ({audience_id})")
+                self.merge_tags[audience_id] = self.api.merge_field_tags(audience_id)
                 self._pull(
                     audience_id, [a for a in settings.audiences if a.audience_id == audience_id]
                 )
-                self.merge_tags[audience_id] = self.api.merge_field_tags(audience_id)
             self.run.total = self._count_total(audience_ids)
             self._phase("sending" if not self.run.dry_run else "previewing")
             for audience_id in audience_ids:
@@ -326,11 +329,8 @@ class SyncRunner:
             )
         else:
             members = self.api.iter_members(audience_id)
-        merge_tags = None
         for page in _pages(members, PAGE):
-            if merge_tags is None:
-                merge_tags = self.api.merge_field_tags(audience_id)
-            self._learn(audience_id, page, merge_tags)
+            self._learn(audience_id, page, self.merge_tags[audience_id])
         if not self.run.dry_run:
             for role_audience in role_audiences:
                 role_audience.pulled_at = started
@@ -360,7 +360,7 @@ class SyncRunner:
                 and not self.run.dry_run
             ):
                 webhooks.withdraw(self.extension, audience_id, email, status)  # reconcile
-            _set_status(state, member["status"], member["email_address"])
+            _set_status(state, status, email)
             contacts = staged.get(member_hash)
             if state.fingerprint is None and contacts and not self.run.dry_run:
                 self._match(state, member, staging.wanted_member(contacts, merge_tags))
@@ -410,8 +410,8 @@ class SyncRunner:
             )
         ).scalar()
         if not self.run.full and self.contacts is None:
-            # ...or whose member Mailchimp changed since the last look (to report it).
-            # ...or that a contact left (its address changed, or it was deleted).
+            # Also addresses whose member Mailchimp changed since the last look (to
+            # report them), and addresses a contact left (moved away, or deleted).
             learned = sorted(self.learned.get(audience_id, set()) | self._left(audience_id))
             query = query.where(
                 sa.or_(self._contact_changed(), staged.subscriber_hash.in_(learned))
@@ -626,7 +626,7 @@ class SyncRunner:
 
     def _member_body(self, member: Member) -> dict[str, Any]:
         wanted = member.want
-        new_status = "pending" if self.double_opt_in else "subscribed"
+        new_status = self.new_member_status
         body: dict[str, Any] = {
             "email_address": wanted.email,
             "merge_fields": dict(wanted.merge_fields),
@@ -660,7 +660,7 @@ class SyncRunner:
     def _batch_add(
         self, audience_id: str, members: list[Member]
     ) -> tuple[list[Outcome], list[Member]]:
-        status = "pending" if self.double_opt_in else "subscribed"
+        status = self.new_member_status
         body = [
             {
                 "email_address": m.want.email,
