@@ -170,20 +170,20 @@ def drain_command() -> None:
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker_command(burst: bool) -> None:
     """Run an RQ worker for the sync jobs (needs MAILCHIMP_SYNC_REDIS_URL or REDIS_URL)."""
-    from flask import current_app
-    from redis import Redis
-    from rq import Queue, SimpleWorker
+    from rq import SimpleWorker
 
-    url = redis_url(current_app.config)
-    if url is None:
+    from .extension import real_app
+    from .jobs import DRAIN_JOB_PATH, queue
+
+    app = real_app()
+    if redis_url(app.config) is None:
         raise click.ClickException(
             "No Redis is configured (MAILCHIMP_SYNC_REDIS_URL or REDIS_URL), so jobs run "
             "inside the web process and no worker is needed."
         )
-    connection = Redis.from_url(url)
-    queue = Queue(current_app.config["MAILCHIMP_SYNC_QUEUE"], connection=connection)
+    jobs = queue(app)
     # Changes that waited while no worker ran (or Redis was down) go first.
-    queue.enqueue("flask_mailchimp_sync.jobs.run_drain_job")
+    jobs.enqueue(DRAIN_JOB_PATH)
     # SimpleWorker runs jobs in this process, inside the app context this command has;
     # its scheduler runs the delayed retries of failed deliveries.
-    SimpleWorker([queue], connection=connection).work(burst=burst, with_scheduler=not burst)
+    SimpleWorker([jobs], connection=jobs.connection).work(burst=burst, with_scheduler=not burst)

@@ -85,7 +85,7 @@ def _refuse_if_running(extension: MailchimpSync, audiences: list[str]) -> None:
     models, session = extension.models, extension.db.session
     _fail_abandoned_runs(extension)
     # Real-time deliveries are short: a sync waits for them (see SyncRunner) instead.
-    names = [f"audience:{a}" for a in audiences]
+    names = locks.audience_locks(audiences)
     if locks.held(session, models.Lock, names, except_realtime=True):
         raise SyncRefused(
             "A sync of this audience is already running; it shows its progress below."
@@ -113,7 +113,7 @@ def _fail_abandoned_runs(extension: MailchimpSync) -> None:
     ttl = timedelta(seconds=float(current_app.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"]))
     unfinished = sa.select(models.SyncRun).where(models.SyncRun.state.in_(["queued", "running"]))
     for run in session.execute(unfinished).scalars():
-        names = [f"audience:{a}" for a in run.audiences.split(",")]
+        names = locks.audience_locks(run.audiences.split(","))
         if run.state == "running" and not run.dry_run:
             abandoned = not locks.held(session, models.Lock, names)
         else:  # queued, or a preview (which takes no locks)
@@ -135,17 +135,11 @@ def enqueue_run(run_id: int) -> None:
     if url is None:
         _local(app).submit(_run_in_app, app, run_id)
         return
-    from redis import Redis
     from redis.exceptions import RedisError
-    from rq import Queue
 
     try:
-        queue = Queue(app.config["MAILCHIMP_SYNC_QUEUE"], connection=Redis.from_url(url))
-        queue.enqueue(
-            JOB_PATH,
-            run_id,
-            job_timeout=int(app.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"]) * 4,
-            failure_ttl=7 * 24 * 3600,
+        queue(app).enqueue(
+            JOB_PATH, run_id, job_timeout=_job_timeout(app), failure_ttl=7 * 24 * 3600
         )
     except RedisError as error:
         log.warning("Could not queue Mailchimp sync run %s: %s", run_id, error)
@@ -163,28 +157,43 @@ def enqueue_drain(app: Flask, delay: float = 0.0) -> None:
         else:
             _local(app).submit(_drain_in_app, app)
         return
+    if delay:
+        queue(app).enqueue_in(timedelta(seconds=delay), DRAIN_JOB_PATH)
+    else:
+        queue(app).enqueue(DRAIN_JOB_PATH, job_timeout=_job_timeout(app))
+
+
+def queue(app: Flask) -> Any:
+    """The app's RQ queue (needs a Redis URL); the connection is made here, per use."""
     from redis import Redis
     from rq import Queue
 
-    queue = Queue(app.config["MAILCHIMP_SYNC_QUEUE"], connection=Redis.from_url(url))
-    if delay:
-        queue.enqueue_in(timedelta(seconds=delay), DRAIN_JOB_PATH)
-    else:
-        queue.enqueue(
-            DRAIN_JOB_PATH, job_timeout=int(app.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"]) * 4
-        )
+    url = redis_url(app.config)
+    if url is None:
+        raise RuntimeError("No Redis is configured (MAILCHIMP_SYNC_REDIS_URL or REDIS_URL).")
+    return Queue(app.config["MAILCHIMP_SYNC_QUEUE"], connection=Redis.from_url(url))
 
 
-def run_drain_job() -> None:
-    """The job: deliver the outbox; schedules its own retry when something waits."""
+def _job_timeout(app: Flask) -> int:
+    # A live run refreshes its locks; a job four lock-lifetimes long is surely stuck.
+    return int(app.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"]) * 4
+
+
+def _job_extension() -> MailchimpSync:
     if not has_app_context():
         raise RuntimeError(
             "Mailchimp sync jobs need the Flask app: run the worker with `flask mailchimp worker`."
         )
     from .extension import get_extension
+
+    return get_extension()
+
+
+def run_drain_job() -> None:
+    """The job: deliver the outbox; schedules its own retry when something waits."""
     from .outbox import drain
 
-    extension = get_extension()
+    extension = _job_extension()
     try:
         result = drain(extension)
     finally:
@@ -274,13 +283,7 @@ _dispatcher_lock = threading.Lock()
 
 def run_sync_job(run_id: int) -> None:
     """The job: carry out run *run_id* (needs the app context, which the worker provides)."""
-    if not has_app_context():
-        raise RuntimeError(
-            "Mailchimp sync jobs need the Flask app: run the worker with `flask mailchimp worker`."
-        )
-    from .extension import get_extension
-
-    extension = get_extension()
+    extension = _job_extension()
     try:
         SyncRunner(extension, run_id).execute()
     finally:

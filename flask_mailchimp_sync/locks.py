@@ -16,6 +16,11 @@ from sqlalchemy import exc
 from .models import utcnow
 
 
+def audience_locks(audience_ids: Iterable[str]) -> list[str]:
+    """The lock names that keep two syncs off the same audiences."""
+    return [f"audience:{audience_id}" for audience_id in sorted(set(audience_ids))]
+
+
 def acquire(session: Any, lock_model: Any, names: Iterable[str], holder: str, ttl: float) -> bool:
     """Take every lock in *names* for *holder*, or none of them; commits."""
     taken: list[str] = []

@@ -137,7 +137,7 @@ def drain(extension: MailchimpSync, *, due_only: bool = True) -> DrainResult:
     if not rows:
         return DrainResult(waiting=_waiting(extension), retry_in=_next_retry_in(extension))
     contacts = sorted({(row.source, row.contact_key) for row in rows})
-    audiences = {f"audience:{a.audience_id}" for a in settings.audiences}
+    audiences = locks.audience_locks(a.audience_id for a in settings.audiences)
     if locks.held(session, extension.models.Lock, audiences):  # a sync or another delivery
         return _postpone(extension, rows, "Waiting for a sync to finish.", attempt=False)
     try:

@@ -148,7 +148,7 @@ class SyncRunner:
         audience_ids = sorted({t.audience_id for t in targets})
         self.run.audiences = ",".join(audience_ids)
         # A preview changes nothing in Mailchimp, so it may run beside a sync.
-        lock_names = [] if self.run.dry_run else [f"audience:{a}" for a in audience_ids]
+        lock_names = [] if self.run.dry_run else locks.audience_locks(audience_ids)
         if not self._take_locks(lock_names):
             return self._fail("A sync of this audience is already running.")
         self.lock_names = lock_names

@@ -136,7 +136,7 @@ def test_on_off_on_before_delivery_is_one_final_state(app, emulator, live):
 
         # a sync holds the audience: deliveries wait
         assert locks.acquire(
-            db.session, mailchimp.models.Lock, [f"audience:{audience}"], "run-x", 60
+            db.session, mailchimp.models.Lock, locks.audience_locks([audience]), "run-x", 60
         )
         customer = db.session.get(Customer, ben)
         for flag in (False, True, False, True):
@@ -144,7 +144,7 @@ def test_on_off_on_before_delivery_is_one_final_state(app, emulator, live):
             db.session.commit()
         wait_for_jobs(app)
         assert [r["method"] for r in emulator.state.requests[before:] if r["method"] != "GET"] == []
-        locks.release(db.session, mailchimp.models.Lock, [f"audience:{audience}"], "run-x")
+        locks.release(db.session, mailchimp.models.Lock, locks.audience_locks([audience]), "run-x")
     result = app.test_cli_runner().invoke(args=["mailchimp", "drain"])
     assert "Delivered 4 change(s); 0 waiting." in result.output
     assert status(emulator, audience, "ben@mailbox.shop") == "subscribed"

@@ -354,11 +354,13 @@ def test_a_second_sync_while_one_runs_is_refused(db, shared):
     from flask_mailchimp_sync.sync import SyncRefused
 
     add_customer(db, "Ben", "Baker", "ben@mailbox.shop")
-    assert locks.acquire(db.session, mailchimp.models.Lock, [f"audience:{shared}"], "other", 60)
+    assert locks.acquire(
+        db.session, mailchimp.models.Lock, locks.audience_locks([shared]), "other", 60
+    )
     with pytest.raises(SyncRefused, match="already running"):
         sync()
     assert counts(sync(dry_run=True)) == {"added": 1}  # a preview may run beside it
-    locks.release(db.session, mailchimp.models.Lock, [f"audience:{shared}"], "other")
+    locks.release(db.session, mailchimp.models.Lock, locks.audience_locks([shared]), "other")
     assert counts(sync()) == {"added": 1}
 
 
