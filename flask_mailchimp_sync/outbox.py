@@ -24,7 +24,7 @@ from sqlalchemy import event, orm
 from . import locks, signals
 from .client import backoff_delay
 from .extension import real_app
-from .models import utcnow
+from .models import as_utc, utcnow
 from .sources import Watch
 
 if TYPE_CHECKING:
@@ -193,8 +193,6 @@ def _next_retry_in(extension: MailchimpSync) -> float | None:
     soonest = extension.db.session.execute(query).scalar()
     if soonest is None:
         return None
-    from .models import as_utc
-
     return max(0.0, (as_utc(soonest) - utcnow()).total_seconds())
 
 

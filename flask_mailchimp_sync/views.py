@@ -86,8 +86,8 @@ def connect() -> Any:
 @blueprint.post("/audiences")
 def audiences() -> Any:
     extension = get_extension()
-    available, _problem = _available_audiences(extension)
-    form = audiences_form(extension.roles, available, _saved_ids(extension))
+    listed = _available_audiences(extension)
+    form = audiences_form(extension.roles, listed[0], _saved_ids(extension))
     if form.validate_on_submit():
         choices = {}
         for n, role in enumerate(extension.roles):
@@ -109,7 +109,7 @@ def audiences() -> Any:
             _flash_if(connection.register_webhooks(extension))
             dispatcher(real_app()).nudge()  # changes made before an audience was chosen
             return redirect(url_for(".settings_page"))
-    return _render(audiences=form), 400
+    return _render(audiences=form, listed=listed), 400
 
 
 @blueprint.post("/disconnect")
@@ -194,7 +194,13 @@ def run_page(run_id: int) -> Any:
     if outcome in ("skipped", "blocked", "failed"):
         items = items.where(Item.outcome == outcome)
     page = extension.db.paginate(items, per_page=100)
-    return render_template("mailchimp_sync/run.html", run=run, items=page, outcome=outcome)
+    return render_template(
+        "mailchimp_sync/run.html",
+        run=run,
+        percent=run_summary(run)["percent"],
+        items=page,
+        outcome=outcome,
+    )
 
 
 @blueprint.get("/runs/<int:run_id>.json")
@@ -222,11 +228,19 @@ def run_summary(run: Any) -> dict[str, Any]:
     }
 
 
-def _render(*, connect: FlaskForm | None = None, audiences: FlaskForm | None = None) -> str:
+def _render(
+    *,
+    connect: FlaskForm | None = None,
+    audiences: FlaskForm | None = None,
+    listed: tuple[list[AudienceInfo] | None, str | None] | None = None,
+) -> str:
+    """The page; *listed* is the audience list when the caller already asked Mailchimp."""
     extension = get_extension()
     settings = extension.settings_store().get()
     connected = settings is not None and settings.is_connected
-    available, problem = _available_audiences(extension) if connected else (None, None)
+    if listed is None:
+        listed = _available_audiences(extension) if connected else (None, None)
+    available, problem = listed
     if connected and audiences is None:
         audiences = audiences_form(
             extension.roles,

@@ -384,3 +384,15 @@ def test_unknown_audience_with_responses(app, real_mailchimp_url, staff_client):
     response = connect(staff_client, KEY, consignor="zzzzzzzzzz")
     assert "no audience with the ID" in errors(response.get_data(as_text=True))[0]
     assert stored_settings(app) is None
+
+
+def test_a_refused_audience_form_asks_mailchimp_for_the_list_once(
+    staff_client, mailchimp_account, emulator
+):
+    connect(staff_client, mailchimp_account.api_key)
+    token = csrf_token(staff_client.get(PAGE).get_data(as_text=True))
+    before = len(emulator.state.requests)
+    response = staff_client.post(PAGE + "audiences", data={"csrf_token": token, "role0_tag": ""})
+    assert response.status_code == 400
+    listed = [r for r in emulator.state.requests[before:] if r["path"] == "/lists"]
+    assert len(listed) == 1
