@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 from werkzeug.serving import make_server
 
-from .helpers import NOTES
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
@@ -28,7 +26,6 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def served(app):
     """The example shop on 127.0.0.1, seeded, with its staff login."""
-    from example_app.models import db
     from example_app.seed import seed
 
     with app.app_context():
@@ -38,7 +35,6 @@ def served(app):
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
-    del db
 
 
 @pytest.fixture
@@ -78,16 +74,7 @@ def test_staff_connect_sync_and_turn_a_customer_off(app, emulator, mailchimp_acc
     page.screenshot(path=str(ARTIFACTS / "mailchimp-page.png"), full_page=True)
 
     page.click("input[value=Sync]")
-    if "/runs/" not in page.url:
-        with app.app_context():
-            from example_app import mailchimp as m
-
-            runs = [
-                (r.id, r.trigger, r.state, r.audiences)
-                for r in m.db.session.query(m.models.SyncRun)
-            ]
-            held = [(x.name, x.holder, x.expires_at) for x in m.db.session.query(m.models.Lock)]
-        raise AssertionError(f"{runs} {held} {page.url} {page.inner_text('main')[:300]}")
+    assert "/runs/" in page.url, page.inner_text("main")  # queued, not refused
     page.wait_for_selector("#mailchimp-sync-run[data-state=done]", timeout=30_000)
     assert page.inner_text("[data-field=percent]") == "100"
     assert "not a valid email address" in page.content()
@@ -115,8 +102,3 @@ def test_staff_connect_sync_and_turn_a_customer_off(app, emulator, mailchimp_acc
         time.sleep(0.1)
     page.reload()
     assert "Archived in Mailchimp" in page.inner_text(".mailchimp-status")
-
-
-def test_browser_note():
-    if not os.path.exists(CHROMIUM):  # pragma: no cover - only where chromium is missing
-        NOTES.append("Debian's chromium is not installed: the browser test was skipped.")

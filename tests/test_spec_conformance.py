@@ -198,13 +198,17 @@ SAMPLES = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "emulator_schema", "body"), SAMPLES)
-def test_the_emulator_accepts_nothing_the_spec_refuses(method, path, emulator_schema, body):
+#: The samples written to be valid (the others each break one rule).
+VALID = {0, 1, 4, 6, 8, 11, 13, 15}
+
+
+@pytest.mark.parametrize("number", range(len(SAMPLES)))
+def test_the_emulator_checks_bodies_and_accepts_nothing_the_spec_refuses(number):
+    method, path, emulator_schema, body = SAMPLES[number]
     accepted = not schemas.validate(body, emulator_schema)
+    assert accepted is (number in VALID)
     if accepted:
         assert spec_problems(method, path, body) == []
-    else:  # where the emulator refuses, say whether the spec agrees (it is stricter at times)
-        assert isinstance(spec_problems(method, path, body), list)
 
 
 @pytest.mark.after_all
