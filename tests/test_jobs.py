@@ -97,7 +97,7 @@ def test_a_second_click_while_a_sync_runs_says_so(app, staff_client, emulator, s
     press(staff_client)
     second = press(staff_client)
     assert second.headers["Location"].endswith(PAGE)
-    assert "already" in staff_client.get(PAGE).get_data(as_text=True)
+    assert "A sync of this audience is already" in staff_client.get(PAGE).get_data(as_text=True)
     wait_for_jobs(app)
 
 
