@@ -79,6 +79,13 @@ def _take(session: Any, lock_model: Any, name: str, holder: str, ttl: float) -> 
         session.execute(sa.insert(lock_model).values(name=name, holder=holder, expires_at=expires))
         session.commit()
     except exc.IntegrityError:
-        session.rollback()  # someone else holds it
-        return False
+        session.rollback()
+        if _exists(session, lock_model, name):
+            return False  # someone else holds it
+        raise  # not a held lock but a broken table: say so, never "already running"
     return True
+
+
+def _exists(session: Any, lock_model: Any, name: str) -> bool:
+    query = sa.select(sa.func.count()).where(lock_model.name == name)
+    return bool(session.execute(query).scalar())

@@ -1,11 +1,12 @@
-# The classes are built at run time on the host's db.Model, which mypy cannot follow.
+# The classes are built at run time for the host's db, which mypy cannot follow.
 # mypy: disable-error-code="has-type,attr-defined"
 """The extension's tables, created in the host's database through the host's ``db``.
 
-The classes are defined against the host's :class:`~flask_sqlalchemy.SQLAlchemy`
-object when the extension is constructed (never at import), so they share the host's
-metadata, migrations and session: a plugin write joins the host's transaction. Every
-table name starts with ``mailchimp_sync_``.
+The classes are defined when the extension is constructed (never at import) on a
+private declarative base that shares the host's metadata: ``create_all`` and Alembic see
+them, and the host's session writes them in the host's transaction. They never inherit
+the host's ``model_class``, whose extra columns (an ``id`` on every table, NOT NULL
+timestamps) would break them. Every table name starts with ``mailchimp_sync_``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import orm
 
 #: Every row belongs to a store; one store for now. Multi-store hosts add more keys later
 #: without touching the sync, which reads settings only through this key.
@@ -64,11 +66,12 @@ def models_for(db: SQLAlchemy) -> Models:
 
 
 def _define(db: SQLAlchemy) -> Models:
-    # Class names carry a Mailchimp prefix because they join the host's registry, where a
-    # plain "Settings" could clash with a host model of that name in string look-ups.
     Timestamp = sa.DateTime(timezone=True)
 
-    class MailchimpSettings(db.Model):  # type: ignore[name-defined]
+    class Base(orm.DeclarativeBase):
+        metadata = db.metadata
+
+    class MailchimpSettings(Base):
         """The connected Mailchimp account and the shop's options, one row per store."""
 
         __tablename__ = "mailchimp_sync_settings"
@@ -89,7 +92,7 @@ def _define(db: SQLAlchemy) -> Models:
         profile_updates = sa.Column(sa.Boolean, nullable=False, default=False)
         webhook_last_event = sa.Column(sa.String(255))
         webhook_last_event_at = sa.Column(Timestamp)
-        audiences = db.relationship(
+        audiences = orm.relationship(
             lambda: MailchimpRoleAudience,
             back_populates="settings",
             cascade="all, delete-orphan",
@@ -107,7 +110,7 @@ def _define(db: SQLAlchemy) -> Models:
         def audience_for(self, role: str) -> Any:
             return next((a for a in self.audiences if a.role == role), None)
 
-    class MailchimpRoleAudience(db.Model):  # type: ignore[name-defined]
+    class MailchimpRoleAudience(Base):
         """Which audience a role's contacts go to, and the tag that marks them there."""
 
         __tablename__ = "mailchimp_sync_audiences"
@@ -125,9 +128,9 @@ def _define(db: SQLAlchemy) -> Models:
         pulled_at = sa.Column(Timestamp)
         #: The id of the webhook the shop registered on this audience, if any.
         webhook_id = sa.Column(sa.String(32))
-        settings = db.relationship(lambda: MailchimpSettings, back_populates="audiences")
+        settings = orm.relationship(lambda: MailchimpSettings, back_populates="audiences")
 
-    class MailchimpMemberState(db.Model):  # type: ignore[name-defined]
+    class MailchimpMemberState(Base):
         """What the shop knows of one member of one audience.
 
         ``sent`` marks members the shop itself put there with consent: only those are
@@ -155,7 +158,7 @@ def _define(db: SQLAlchemy) -> Models:
         synced_at = sa.Column(Timestamp)
         last_error = sa.Column(sa.Text)
 
-    class MailchimpContactState(db.Model):  # type: ignore[name-defined]
+    class MailchimpContactState(Base):
         """Which member a shop contact was last sent as, so an email change moves it."""
 
         __tablename__ = "mailchimp_sync_contacts"
@@ -174,7 +177,7 @@ def _define(db: SQLAlchemy) -> Models:
         #: The contact's own data when last handled: an unchanged contact is skipped.
         fingerprint = sa.Column(sa.String(64))
 
-    class MailchimpStagedContact(db.Model):  # type: ignore[name-defined]
+    class MailchimpStagedContact(Base):
         """A run's snapshot of the shop's contacts, grouped by the database, not in memory."""
 
         __tablename__ = "mailchimp_sync_staged"
@@ -197,7 +200,7 @@ def _define(db: SQLAlchemy) -> Models:
         #: Of this contact's data (address, consent, tag, merge fields).
         fingerprint = sa.Column(sa.String(64), nullable=False)
 
-    class MailchimpOutbox(db.Model):  # type: ignore[name-defined]
+    class MailchimpOutbox(Base):
         """A contact changed in the shop, written in the same transaction as the change.
 
         Delivered (by a drain, or covered by a full sync) rows are pruned after
@@ -218,8 +221,11 @@ def _define(db: SQLAlchemy) -> Models:
         attempts = sa.Column(sa.Integer, nullable=False, default=0)
         next_attempt_at = sa.Column(Timestamp)
         last_error = sa.Column(sa.Text)
+        #: The sync that found this row committed when it began reading the shop: the
+        #: change is in what that sync read, so its success delivers the row.
+        seen_by_run = sa.Column(sa.Integer)
 
-    class MailchimpLock(db.Model):  # type: ignore[name-defined]
+    class MailchimpLock(Base):
         """One sync per audience at a time, across processes; a lock expires by itself."""
 
         __tablename__ = "mailchimp_sync_locks"
@@ -228,7 +234,7 @@ def _define(db: SQLAlchemy) -> Models:
         holder = sa.Column(sa.String(64), nullable=False)
         expires_at = sa.Column(Timestamp, nullable=False)
 
-    class MailchimpSyncRun(db.Model):  # type: ignore[name-defined]
+    class MailchimpSyncRun(Base):
         """One sync (or preview): its state, progress and outcome counts."""
 
         __tablename__ = "mailchimp_sync_runs"
@@ -258,7 +264,7 @@ def _define(db: SQLAlchemy) -> Models:
         failed = sa.Column(sa.Integer, nullable=False, default=0)
         error = sa.Column(sa.Text)
 
-    class MailchimpSyncRunItem(db.Model):  # type: ignore[name-defined]
+    class MailchimpSyncRunItem(Base):
         """A contact a run skipped, found blocked or failed to send, and why."""
 
         __tablename__ = "mailchimp_sync_run_items"
@@ -272,7 +278,7 @@ def _define(db: SQLAlchemy) -> Models:
         contact_key = sa.Column(sa.String(64))
         email = sa.Column(sa.String(255))
         reason = sa.Column(sa.Text, nullable=False)
-        run = db.relationship(lambda: MailchimpSyncRun)
+        run = orm.relationship(lambda: MailchimpSyncRun)
 
     return Models(
         Settings=MailchimpSettings,
