@@ -25,7 +25,7 @@ from . import locks, signals
 from .client import backoff_delay
 from .extension import real_app
 from .models import as_utc, utcnow
-from .sources import Watch
+from .watches import Watch
 
 if TYPE_CHECKING:
     from .extension import MailchimpSync
@@ -67,11 +67,12 @@ def _after_flush(extension: MailchimpSync, session: orm.Session) -> None:
         return
     changed: set[tuple[str, str]] = set()
     for instance, deleted in _touched(session):
-        for watch in watches.get(type(instance), ()):
-            if deleted or instance in session.new or watch.concerned(instance):
-                key = watch.contact_key(instance)
-                if key is not None:
-                    changed.add((watch.source.name, key))
+        for model in type(instance).__mro__:
+            for watch in watches.get(model, ()):
+                if deleted or instance in session.new or watch.concerned(instance):
+                    changed.update(
+                        (watch.source.name, key) for key in watch.contacts_of(session, instance)
+                    )
     if changed:
         rows = [{"source": name, "contact_key": key, "created_at": utcnow(), "attempts": 0}
                 for name, key in sorted(changed)]  # fmt: skip
@@ -144,7 +145,11 @@ def drain(extension: MailchimpSync, *, due_only: bool = True) -> DrainResult:
         run = start_sync(extension, trigger="realtime", enqueue=False)
     except SyncRefused as refused:  # no audience chosen, or a sync is running now
         return _postpone(extension, rows, str(refused), attempt=False)
-    run = SyncRunner(extension, run.id, contacts=contacts).execute()
+    try:
+        run = SyncRunner(extension, run.id, contacts=contacts).execute()
+    except Exception as error:  # logged by the runner; the attempt still counts
+        problem = f"The delivery stopped on an unexpected error ({type(error).__name__})."
+        return _postpone(extension, rows, problem, attempt=True)
     if run.state != "done":
         return _postpone(extension, rows, run.error or "The delivery failed.", attempt=True)
     for row in rows:

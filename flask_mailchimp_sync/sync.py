@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from flask import current_app
 
-from . import emails, locks, signals, staging, webhooks
+from . import emails, ledger, locks, signals, staging, webhooks
 from .client import MailchimpApi, is_transient, tag_changes
 from .connection import default_tag
 from .exceptions import MailchimpApiError, MailchimpSyncError
 from .extension import real_app
 from .models import DEFAULT_STORE, as_utc, utcnow
-from .planner import ACTIVE, Action, Decision, Known, Wanted, blocked_by, decide
+from .planner import ACTIVE, Action, Decision, Known, Wanted, blocked_by, blocks, decide
 from .staging import Target
 
 if TYPE_CHECKING:
@@ -70,8 +70,14 @@ class Member:
     known: Known | None
     state: Any  # the MemberState row, or None
     contacts: list[Any] = field(default_factory=list)  # staged rows
-    moved_from: Any = None  # MemberState row of the address a contact was last sent as
+    #: The member (state row) a contact of this address was last sent as, when its
+    #: address changed since: the person's own member, whose block it keeps.
+    previous: Any = None
+    #: No contact still has the previous address: its member may move here.
+    can_move: bool = False
     decision: Decision = field(default_factory=lambda: Decision(Action.UNCHANGED))
+    #: ``state`` as read for planning (``state`` may become an ORM object to record).
+    read_state: Any = None
 
     @property
     def want(self) -> Wanted:
@@ -126,6 +132,7 @@ class SyncRunner:
         if self.run is None:
             raise SyncRefused(f"There is no sync run #{run_id}.")
         self.learned: dict[str, set[str]] = defaultdict(set)  # members whose status changed
+        self.links: dict[tuple[str, str], Any] = {}  # the page's contacts' links
         self._new_links: list[dict[str, Any]] = []
         self._moved_links: list[dict[str, Any]] = []
         self.holder = f"{'realtime' if self.run.trigger == 'realtime' else 'run'}-{run_id}"
@@ -157,6 +164,7 @@ class SyncRunner:
             self.api = MailchimpApi(api_key, self.config)
             # Double opt-in: new members confirm by email first.
             self.new_member_status = "pending" if settings.double_opt_in else "subscribed"
+            self._claim_outbox(targets)
             self._stage(targets)
             for audience_id in audience_ids:
                 self._phase(f"reading Mailchimp ({audience_id})")
@@ -222,13 +230,32 @@ class SyncRunner:
         signals.sync_finished.send(self.app, run=self.run)
         return self.run
 
+    def _claim_outbox(self, targets: Sequence[Target]) -> None:
+        """Mark the waiting changes this sync will read, before it reads the shop.
+
+        Only rows committed now are marked (a transaction still open elsewhere keeps
+        its rows to itself), and the staging that follows reads what they describe; a
+        change committed later stays for a delivery. A flush time would not do: a
+        change flushed before the sync began may commit while it runs, unseen.
+        """
+        if self.contacts is not None or self.run.dry_run:
+            return
+        Outbox = self.models.Outbox
+        sources = sorted({source.name for target in targets for source in target.sources})
+        self.session.execute(
+            sa.update(Outbox)
+            .where(Outbox.delivered_at.is_(None), Outbox.source.in_(sources))
+            .values(seen_by_run=self.run.id)
+        )
+        self.session.commit()
+
     def _mark_outbox_delivered(self) -> None:
-        """Changes made before this full sync read the shop are in it: delivered."""
+        """The changes this sync read (see :meth:`_claim_outbox`) are delivered."""
         Outbox = self.models.Outbox
         self.session.execute(
             sa.update(Outbox)
-            .where(Outbox.delivered_at.is_(None), Outbox.created_at < self.run.started_at)
-            .values(delivered_at=utcnow())
+            .where(Outbox.delivered_at.is_(None), Outbox.seen_by_run == self.run.id)
+            .values(delivered_at=utcnow(), last_error=None)
         )
 
     def _cleanup(self) -> None:
@@ -272,29 +299,35 @@ class SyncRunner:
     def _affected(self, targets: Sequence[Target]) -> dict[str, list[Any]]:
         """The contacts a real-time delivery covers, by source name.
 
-        The changed contacts, plus every contact sharing an address with them or with
-        the members they were last sent as: a member's tags and consent come from all
-        the contacts that make it up.
+        The changed contacts, plus every contact last sent as the same member as they
+        are now or were last sent as (found through the stored links, so another
+        spelling of the address is found too): a member's tags and consent come from
+        all the contacts that make it up.
         """
         assert self.contacts is not None
         sources = {s.name: s for t in targets for s in t.sources}
         found: dict[str, dict[str, Any]] = defaultdict(dict)
-        addresses: set[str] = set()
+        hashes: set[str] = set()
         for source_name, key in self.contacts:
-            source = sources.get(source_name)
-            contact = source.get_contact(self.session, key) if source else None
+            contact = self._contact(sources, source_name, key)
             if contact is not None:
                 found[source_name][contact.key] = contact
-                addresses.add((emails.normalize(contact.email) or "").lower())
-        previous = self._linked_members(self.contacts)
-        self.scope = {state.subscriber_hash for state in previous}
-        addresses |= {state.email.lower() for state in previous}
-        for source in sources.values():
-            for address in addresses - {""}:
-                for contact in source.contacts_with_email(self.session, address):
-                    found[source.name].setdefault(contact.key, contact)
-        self.scope |= {emails.subscriber_hash(a) for a in addresses - {""}}
+                if emails.identity(contact.email):
+                    hashes.add(emails.subscriber_hash(contact.email or ""))
+        hashes |= {state.subscriber_hash for state in self._linked_members(self.contacts)}
+        Link = self.models.ContactState
+        for audience_id in {t.audience_id for t in targets}:
+            for source_name, key in ledger.linked_contacts(self.session, Link, audience_id, hashes):
+                if key not in found[source_name]:
+                    contact = self._contact(sources, source_name, key)
+                    if contact is not None:
+                        found[source_name][contact.key] = contact
+        self.scope = hashes
         return {name: list(contacts.values()) for name, contacts in found.items()}
+
+    def _contact(self, sources: dict[str, Any], source_name: str, key: str) -> Any:
+        source = sources.get(source_name)
+        return source.get_contact(self.session, key) if source is not None else None
 
     def _linked_members(self, contacts: Sequence[tuple[str, str]]) -> list[Any]:
         ContactState, State = self.models.ContactState, self.models.MemberState
@@ -337,21 +370,20 @@ class SyncRunner:
         self.session.commit()
 
     def _learn(self, audience_id: str, remote: list[dict[str, Any]], merge_tags: set[str]) -> None:
+        remote = [m for m in remote if emails.identity(m.get("email_address"))]
         hashes = [emails.subscriber_hash(m["email_address"]) for m in remote]
-        states = self._states(audience_id, hashes, editable=True)
+        # A member may come back twice in one run (pages shift, or the archived pass
+        # repeats it): the states are upserted, and a second sighting updates the first.
+        states = ledger.member_states(
+            self.session,
+            self.models.MemberState,
+            audience_id,
+            dict(zip(hashes, (m["email_address"] for m in remote), strict=True)),
+        )
         staged = self._staged(audience_id, hashes)
         for member, member_hash in zip(remote, hashes, strict=True):
-            state = states.get(member_hash)
-            if state is None:
-                state = self.models.MemberState(
-                    audience_id=audience_id,
-                    subscriber_hash=member_hash,
-                    email=member["email_address"],
-                    sent=False,
-                    tags="",
-                )
-                self.session.add(state)
-            status, email = member["status"], member["email_address"]
+            state = states[member_hash]
+            status, email = str(member.get("status") or ""), member["email_address"]
             if state.status != status:
                 self.learned[audience_id].add(member_hash)
             if (
@@ -359,7 +391,10 @@ class SyncRunner:
                 and state.status != status
                 and not self.run.dry_run
             ):
-                webhooks.withdraw(self.extension, audience_id, email, status)  # reconcile
+                shop_contacts = {(c.source, c.contact_key) for c in staged.get(member_hash, [])}
+                webhooks.withdraw(  # reconcile
+                    self.extension, audience_id, email, status, contacts=shop_contacts
+                )
             _set_status(state, status, email)
             contacts = staged.get(member_hash)
             if state.fingerprint is None and contacts and not self.run.dry_run:
@@ -375,9 +410,10 @@ class SyncRunner:
             merge_fields={k: remote.get("merge_fields", {}).get(k) for k in wanted.merge_fields},
         )
         if theirs.fingerprint == wanted.fingerprint:
+            # Matched, not sent: the shop did not create this member, so it never
+            # archives them.
             state.fingerprint = wanted.fingerprint
             state.tags = ",".join(sorted(wanted.tags))
-            state.sent = wanted.consent
 
     # -- plan and send ------------------------------------------------------------------
 
@@ -511,19 +547,20 @@ class SyncRunner:
         states = self._states(audience_id, hashes)
         staged = self._staged(audience_id, hashes)
         self.links = self._contact_links(staged)
-        moves = self._previous_members(audience_id, staged)
+        previous = self._previous_members(audience_id, staged)
         members = []
         for member_hash in hashes:
             contacts = staged[member_hash]
             wanted = staging.wanted_member(contacts, self.merge_tags[audience_id])
             state = states.get(member_hash)
-            member = Member(
-                member_hash, wanted, _known(state), state, contacts, moves.get(member_hash)
-            )
+            before, can_move = previous.get(member_hash, (None, False))
+            member = Member(member_hash, wanted, _known(state), state, contacts, before, can_move)
+            member.read_state = state
             member.decision = decide(
                 wanted,
                 member.known,
-                moved_from=_known(member.moved_from),
+                previous=_known(before),
+                can_move=can_move,
                 full=bool(self.run.full),
             )
             members.append(member)
@@ -536,14 +573,45 @@ class SyncRunner:
             ]
         else:
             outcomes = self._send(audience_id, members)
-        for outcome in outcomes:
-            self._record(audience_id, outcome)
-        self._write_links()
+        links = dict(self.links)
+        try:
+            self._record_page(audience_id, outcomes)
+        except Exception:
+            # One member the ledger cannot take (a row someone else wrote meanwhile, a
+            # value the database refuses) must not stop the run: find it, go on.
+            log.exception("Recording a page of Mailchimp sync run %s failed", self.run.id)
+            self.session.rollback()
+            self._record_one_by_one(audience_id, outcomes, links)
         self.run.processed += len(members)
         if not self.run.dry_run:
             self._heartbeat()
         self.session.commit()
         self.on_progress(self.run)
+
+    def _record_page(self, audience_id: str, outcomes: Sequence[Outcome]) -> None:
+        if not self.run.dry_run:
+            self._prepare_states(audience_id, outcomes)
+        for outcome in outcomes:
+            self._record(audience_id, outcome)
+        self._write_links()
+        self.session.flush()
+
+    def _record_one_by_one(
+        self, audience_id: str, outcomes: Sequence[Outcome], links: dict[Any, Any]
+    ) -> None:
+        """Record each outcome in a savepoint of its own; one that fails is a failure."""
+        for outcome in outcomes:
+            outcome.member.state = outcome.member.read_state
+            self.links = dict(links)
+            try:
+                with self.session.begin_nested():
+                    self._record_page(audience_id, [outcome])
+                links = self.links
+            except Exception as error:
+                log.exception("Mailchimp sync run %s could not record a member", self.run.id)
+                self._new_links, self._moved_links = [], []
+                reason = f"The shop could not record this member ({type(error).__name__})."
+                self._report(Outcome(outcome.member, "failed", reason=reason))
 
     def _send(self, audience_id: str, members: list[Member]) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -591,7 +659,7 @@ class SyncRunner:
                 return self._outcome(member, 204 if gone else 404, {})
             body = self._member_body(member)
             if action is Action.MOVE:
-                reply = self.api.change_member(audience_id, member.moved_from.subscriber_hash, body)
+                reply = self.api.change_member(audience_id, member.previous.subscriber_hash, body)
             else:
                 reply = self.api.upsert_member(audience_id, member.hash, body)
         except MailchimpApiError as error:
@@ -647,7 +715,7 @@ class SyncRunner:
         if action is Action.MOVE:
             return {
                 "method": "PATCH",
-                "path": f"{members}/{member.moved_from.subscriber_hash}",
+                "path": f"{members}/{member.previous.subscriber_hash}",
                 "body": body,
             }
         return {"method": "PUT", "path": f"{members}/{member.hash}", "body": body}
@@ -692,7 +760,8 @@ class SyncRunner:
 
     # -- bookkeeping --------------------------------------------------------------------
 
-    def _record(self, audience_id: str, outcome: Outcome) -> None:
+    def _report(self, outcome: Outcome) -> str:
+        """Count an outcome in the run, and list it when blocked or failed; its email."""
         member = outcome.member
         setattr(self.run, outcome.counted, getattr(self.run, outcome.counted) + 1)
         email = (
@@ -707,15 +776,18 @@ class SyncRunner:
                 source=first.source if first else None,
                 contact_key=first.contact_key if first else None,
             )
+        return str(email)
+
+    def _record(self, audience_id: str, outcome: Outcome) -> None:
+        member = outcome.member
+        email = self._report(outcome)
         if self.run.dry_run:
             return
-        if member.decision.action is Action.REJECTED:
-            return  # nothing was sent; the record of the refusal stands
-        if member.decision.action is Action.UNCHANGED and member.state is not None:
+        if not _writes_state(outcome):
             if member.wanted is not None:
-                self._link_contacts(audience_id, member)
-            return  # the usual case of a resync: nothing to write but new links
-        state = self._state_for(audience_id, member)
+                self._link_contacts(audience_id, member)  # new contacts of a known member
+            return
+        state = self._state_for(outcome)
         state.last_error = outcome.reason if outcome.counted == "failed" else None
         if outcome.counted == "failed" and member.wanted is not None and state.status is None:
             state.fingerprint = member.wanted.fingerprint  # remember what was refused
@@ -725,7 +797,8 @@ class SyncRunner:
             state.archived_by_shop = True
             signals.member_archived.send(self.app, audience_id=audience_id, email=email)
         elif outcome.counted in ("added", "updated") and member.wanted is not None:
-            state.sent = True
+            if member.decision.action in _CREATES:
+                state.sent = True  # only members the shop created are ever archived by it
             state.archived_by_shop = False
             state.fingerprint = member.wanted.fingerprint
             state.tags = ",".join(sorted(member.wanted.tags))
@@ -734,33 +807,41 @@ class SyncRunner:
                 self.app, audience_id=audience_id, email=email, status=outcome.status
             )
         if member.wanted is not None and outcome.counted != "failed":
-            self._link_contacts(audience_id, member)
+            # A person blocked under their old address stays linked to that member.
+            keep = member.decision.action is Action.BLOCKED and member.previous is not None
+            self._link_contacts(audience_id, member, move=not keep)
 
-    def _state_for(self, audience_id: str, member: Member) -> Any:
+    def _prepare_states(self, audience_id: str, outcomes: Sequence[Outcome]) -> None:
+        """Upsert the state rows a page's outcomes write, in one statement."""
+        wanted = {
+            o.member.hash: (o.member.wanted.email if o.member.wanted else "")
+            for o in outcomes
+            if _writes_state(o) and not _moves(o)
+        }
+        self._page_states = ledger.member_states(
+            self.session, self.models.MemberState, audience_id, wanted
+        )
+
+    def _state_for(self, outcome: Outcome) -> Any:
         """The member's state as an ORM object, to change (loaded only now: most
         members of a resync change nothing and are never loaded this way)."""
+        member = outcome.member
         State = self.models.MemberState
-        if member.decision.action is Action.MOVE and member.moved_from is not None:
+        if _moves(outcome):
             # The member itself moved: its row follows it to the new address.
-            member.state = self.session.get(State, member.moved_from.id)
-            member.state.subscriber_hash = member.hash
-        elif member.state is not None and not isinstance(member.state, State):
-            member.state = self.session.get(State, member.state.id)
-        if member.state is None:
-            member.state = self.models.MemberState(
-                audience_id=audience_id,
-                subscriber_hash=member.hash,
-                sent=False,
-                tags="",
-                email=member.wanted.email if member.wanted else "",
-            )
-            self.session.add(member.state)
+            member.state = self.session.get(State, member.previous.id)
+            ledger.rekey(self.session, State, member.state, member.hash, member.want.email)
+        else:
+            member.state = self._page_states[member.hash]
         if member.wanted is not None:
             member.state.email = member.wanted.email
         return member.state
 
-    def _link_contacts(self, audience_id: str, member: Member) -> None:
-        """Remember which member each contact is, so an email change can move it."""
+    def _link_contacts(self, audience_id: str, member: Member, *, move: bool = True) -> None:
+        """Remember which member each contact is, so an email change can move it.
+
+        With ``move`` off, contacts linked to another member stay linked to it.
+        """
         for row in member.contacts:
             link = self.links.get((row.source, row.contact_key))
             if link is None:
@@ -769,11 +850,17 @@ class SyncRunner:
                      "audience_id": audience_id, "subscriber_hash": member.hash,
                      "fingerprint": row.fingerprint}
                 )  # fmt: skip
-            elif (link.audience_id, link.subscriber_hash, link.fingerprint) != (
+                # One contact, one link, even if a page meets it twice.
+                self.links[(row.source, row.contact_key)] = _PendingLink(
+                    audience_id, member.hash, row.fingerprint
+                )
+            elif move and (link.audience_id, link.subscriber_hash, link.fingerprint) != (
                 audience_id,
                 member.hash,
                 row.fingerprint,
             ):
+                if isinstance(link, _PendingLink):
+                    continue
                 self._moved_links.append(
                     {"link_id": link.id, "audience_id": audience_id,
                      "subscriber_hash": member.hash, "fingerprint": row.fingerprint}
@@ -838,38 +925,76 @@ class SyncRunner:
         )
         return {(link.source, link.contact_key): link for link in rows}
 
-    def _previous_members(self, audience_id: str, staged: dict[str, list[Any]]) -> dict[str, Any]:
-        """For addresses new to the audience: the member a contact was last sent as."""
-        moved = {
-            (link.audience_id, link.subscriber_hash): member_hash
-            for member_hash, rows in staged.items()
-            for row in rows
-            if (link := self.links.get((row.source, row.contact_key))) is not None
-            and link.audience_id == audience_id
-            and link.subscriber_hash != member_hash
-        }
+    def _previous_members(
+        self, audience_id: str, staged: dict[str, list[Any]]
+    ) -> dict[str, tuple[Any, bool]]:
+        """For addresses a contact moved to: the member it was last sent as, and whether
+        that member may move along (no contact still has its address).
+
+        When contacts of one address come from several members, a member that blocks
+        (unsubscribed, cleaned, archived by someone else) is the one that counts.
+        """
+        moved: dict[str, set[str]] = defaultdict(set)
+        for member_hash, rows in staged.items():
+            for row in rows:
+                link = self.links.get((row.source, row.contact_key))
+                if (
+                    link is not None
+                    and link.audience_id == audience_id
+                    and link.subscriber_hash != member_hash
+                ):
+                    moved[member_hash].add(link.subscriber_hash)
         if not moved:
             return {}
-        # An old address another contact still has stays where it is: no move then.
+        olds = sorted(set().union(*moved.values()))
         staged_model = self.models.StagedContact
         still_used = set(
             self.session.execute(
                 sa.select(staged_model.subscriber_hash).where(
                     staged_model.run_id == self.run.id,
                     staged_model.audience_id == audience_id,
-                    staged_model.subscriber_hash.in_([old for _, old in moved]),
+                    staged_model.subscriber_hash.in_(olds),
                 )
             ).scalars()
         )
-        states = self._states(audience_id, [old for _, old in moved])
-        return {
-            new: states[old]
-            for (_, old), new in moved.items()
-            if old in states and old not in still_used
-        }
+        states = self._states(audience_id, olds)
+        previous = {}
+        for new, old_hashes in moved.items():
+            candidates = [states[old] for old in sorted(old_hashes) if old in states]
+            if not candidates:
+                continue
+            blocking = [state for state in candidates if blocks(_known(state))]
+            chosen = (blocking or candidates)[0]
+            alone = len(old_hashes) == 1 and chosen.subscriber_hash not in still_used
+            previous[new] = (chosen, alone)
+        return previous
 
 
 _ONE_BY_ONE = (Action.UPDATE, Action.MOVE, Action.RESTORE, Action.ARCHIVE)
+#: What the shop does that creates a member: only such members may be archived by it.
+_CREATES = (Action.ADD, Action.MOVE, Action.RESTORE)
+
+
+@dataclass(frozen=True)
+class _PendingLink:
+    """A link written with the page: a second sighting of its contact is not a move."""
+
+    audience_id: str
+    subscriber_hash: str
+    fingerprint: str
+
+
+def _writes_state(outcome: Outcome) -> bool:
+    """Whether an outcome changes what the ledger holds of its member."""
+    member, action = outcome.member, outcome.member.decision.action
+    if action is Action.REJECTED:
+        return False  # nothing was sent; the record of the refusal stands
+    return not (action is Action.UNCHANGED and member.state is not None)
+
+
+def _moves(outcome: Outcome) -> bool:
+    """The member itself moved to the new address (Mailchimp took the change)."""
+    return outcome.member.decision.action is Action.MOVE and outcome.counted != "failed"
 
 
 def _tag_change(member: Member) -> bool:

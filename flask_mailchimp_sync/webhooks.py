@@ -14,7 +14,7 @@ import hmac
 import logging
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, abort, current_app, request
 from werkzeug.exceptions import BadRequest
 
-from . import emails, signals
+from . import emails, ledger, signals
 from .client import MailchimpApi
 from .extension import get_extension, real_app
 from .models import utcnow
@@ -133,6 +133,28 @@ def _sources_for(extension: MailchimpSync, audience_id: str) -> list[Any]:
     return [s for s in extension.sources if s.role in roles]
 
 
+def _shop_contacts(
+    extension: MailchimpSync,
+    audience_id: str,
+    email: str,
+    contacts: Iterable[tuple[str, str]] = (),
+) -> Iterator[tuple[Any, Any]]:
+    """The shop's contacts (source, model instance) that are this member: linked to it,
+    given by the caller (a sync's staged contacts), or having its address now."""
+    session = extension.db.session
+    Link = extension.models.ContactState
+    keys = set(contacts) | ledger.linked_contacts(
+        session, Link, audience_id, [emails.subscriber_hash(email)]
+    )
+    seen: set[int] = set()
+    for source in _sources_for(extension, audience_id):
+        linked = (source.get_instance(session, key) for name, key in keys if name == source.name)
+        for instance in [*linked, *source.instances_with_email(session, email)]:
+            if instance is not None and id(instance) not in seen:
+                seen.add(id(instance))
+                yield source, instance
+
+
 def _quietly(extension: MailchimpSync) -> None:
     # These writes come from Mailchimp: the outbox must not send them back.
     extension.db.session.info[FROM_MAILCHIMP] = True
@@ -144,17 +166,19 @@ def withdraw(
     email: str,
     status: str,
     when: datetime | None = None,
+    *,
+    contacts: Iterable[tuple[str, str]] = (),
 ) -> int:
     """Someone unsubscribed or bounced: the shop's flag off, the member's state noted.
 
+    The contacts are those linked to the member (whatever their address is now), those
+    given in *contacts* (source name, key), and those with the member's address.
     Returns how many contacts had their flag turned off. The caller commits.
     """
     _quietly(extension)
-    session = extension.db.session
     turned_off = 0
-    for source in _sources_for(extension, audience_id):
-        for instance in source.instances_with_email(session, email):
-            turned_off += source.withdraw_consent(instance)
+    for source, instance in _shop_contacts(extension, audience_id, email, contacts):
+        turned_off += source.withdraw_consent(instance)
     state = _member_state(extension, audience_id, email)
     if state.status != status:
         state.status = status
@@ -169,14 +193,12 @@ def move_address(extension: MailchimpSync, audience_id: str, old: str, new: str)
     """The member changed address in Mailchimp: follow it, unless another contact has it."""
     _quietly(extension)
     session = extension.db.session
-    sources = _sources_for(extension, audience_id)
-    if any(source.instances_with_email(session, new) for source in sources):
+    if any(_shop_contacts(extension, audience_id, new)):
         log.warning("Mailchimp moved a member to an address another shop contact has: left as is")
         return False
     moved = False
-    for source in sources:
-        for instance in source.instances_with_email(session, old):
-            moved |= source.change_email(instance, new)
+    for source, instance in list(_shop_contacts(extension, audience_id, old)):
+        moved |= source.change_email(instance, new)
     State = extension.models.MemberState
     state = (
         session.query(State)
@@ -184,7 +206,7 @@ def move_address(extension: MailchimpSync, audience_id: str, old: str, new: str)
         .one_or_none()
     )
     if state is not None:
-        state.email, state.subscriber_hash = new, emails.subscriber_hash(new)
+        ledger.rekey(session, State, state, emails.subscriber_hash(new), new)
         Link = extension.models.ContactState
         session.query(Link).filter_by(
             audience_id=audience_id, subscriber_hash=emails.subscriber_hash(old)
@@ -197,27 +219,15 @@ def update_names(
 ) -> bool:
     _quietly(extension)
     changed = False
-    for source in _sources_for(extension, audience_id):
-        for instance in source.instances_with_email(extension.db.session, email):
-            changed |= source.change_names(instance, first, last)
+    for source, instance in _shop_contacts(extension, audience_id, email):
+        changed |= source.change_names(instance, first, last)
     return changed
 
 
 def _member_state(extension: MailchimpSync, audience_id: str, email: str) -> Any:
     State = extension.models.MemberState
     member_hash = emails.subscriber_hash(email)
-    session = extension.db.session
-    state = (
-        session.query(State)
-        .filter_by(audience_id=audience_id, subscriber_hash=member_hash)
-        .one_or_none()
-    )
-    if state is None:
-        state = State(
-            audience_id=audience_id, subscriber_hash=member_hash, email=email, sent=False, tags=""
-        )
-        session.add(state)
-    return state
+    return ledger.member_state(extension.db.session, State, audience_id, member_hash, email)
 
 
 def reconcile(extension: MailchimpSync) -> int:
