@@ -158,6 +158,7 @@ class MailchimpSync:
         last_name: FieldSpec | None = None,
         merge_fields: MergeFieldsSpec | None = None,
         set_marketing: Callable[[Any, bool], None] | None = None,
+        watch: Mapping[type, Callable[[Any], Any]] | None = None,
     ) -> ContactSource:
         """Register *model*'s rows as contacts of *role* (``"customer"``, ``"consignor"``...).
 
@@ -166,6 +167,10 @@ class MailchimpSync:
         *merge_fields* is a callable returning extra Mailchimp merge fields.
         *set_marketing* (``(instance, value)``) writes the flag when someone unsubscribes
         in Mailchimp and *marketing* is not an attribute path that can be written.
+        *watch* maps models more than one relationship away that a field reads to a
+        callable giving the contact instance (or instances) a changed row concerns, so
+        real-time updates follow them (the source's own model and the models one
+        relationship away are watched without it).
         """
         source = ContactSource(
             model,
@@ -176,6 +181,7 @@ class MailchimpSync:
             last_name=last_name,
             merge_fields=merge_fields,
             set_marketing=set_marketing,
+            watch=watch,
         )
         if any(existing.name == source.name for existing in self.sources):
             raise ValueError(f"{model.__name__} is already registered for role {role!r}.")
