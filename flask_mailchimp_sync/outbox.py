@@ -70,14 +70,24 @@ def _after_flush(extension: MailchimpSync, session: orm.Session) -> None:
         for model in type(instance).__mro__:
             for watch in watches.get(model, ()):
                 if deleted or instance in session.new or watch.concerned(instance):
-                    changed.update(
-                        (watch.source.name, key) for key in watch.contacts_of(session, instance)
-                    )
+                    changed.update(_contacts_of(watch, session, instance))
     if changed:
         rows = [{"source": name, "contact_key": key, "created_at": utcnow(), "attempts": 0}
                 for name, key in sorted(changed)]  # fmt: skip
         session.execute(sa.insert(extension.models.Outbox), rows)
         session.info[WROTE_OUTBOX] = True
+
+
+def _contacts_of(watch: Watch, session: orm.Session, instance: Any) -> set[tuple[str, str]]:
+    """The contacts a changed row concerns; never an error in the host's commit."""
+    try:
+        return {(watch.source.name, key) for key in watch.contacts_of(session, instance)}
+    except Exception:
+        log.warning(
+            "Could not tell which %s contacts a change of %s concerns; the next Sync sends it",
+            watch.source.name, type(instance).__name__, exc_info=True,
+        )  # fmt: skip
+        return set()
 
 
 def _touched(session: orm.Session) -> Iterable[tuple[Any, bool]]:
