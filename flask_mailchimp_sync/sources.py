@@ -229,10 +229,23 @@ class ContactSource:
 
     def _row(self, session: orm.Session, key: Any) -> Any:
         primary_key = getattr(self.model, self._primary_key)
+        return session.execute(self._query().where(primary_key == self._typed_key(key))).first()
+
+    def _typed_key(self, key: Any) -> Any:
         # Keys travel as text (outbox, run records): compare them as the column's type.
         with contextlib.suppress(NotImplementedError, TypeError, ValueError):
-            key = primary_key.type.python_type(key)
-        return session.execute(self._query().where(primary_key == key)).first()
+            return getattr(self.model, self._primary_key).type.python_type(key)
+        return key
+
+    def existing_keys(self, session: orm.Session, keys: list[str]) -> set[str]:
+        """Which of *keys* (as text) still have a row, read 500 at a time."""
+        primary_key = getattr(self.model, self._primary_key)
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = [self._typed_key(key) for key in keys[start : start + 500]]
+            rows = session.execute(sa.select(primary_key).where(primary_key.in_(chunk)))
+            found.update(str(value) for value in rows.scalars())
+        return found
 
     def key_of(self, instance: Any) -> str | None:
         """The contact key of a model instance (also of one just inserted in a flush)."""

@@ -474,15 +474,34 @@ class SyncRunner:
         self.session.commit()
 
     def _forget_links_of_deleted_contacts(self, audience_id: str) -> None:
+        """Forget the links of contacts gone from the shop.
+
+        A contact still there but not staged (its address is blank or invalid now)
+        keeps its link: the block of its member follows it to its next address.
+        """
         staged, link = self.models.StagedContact, self.models.ContactState
         here = sa.select(staged.id).where(
             staged.run_id == self.run.id,
             staged.source == link.source,
             staged.contact_key == link.contact_key,
         )
-        self.session.execute(
-            sa.delete(link).where(link.audience_id == audience_id, ~sa.exists(here))
-        )
+        unstaged = self.session.execute(
+            sa.select(link.id, link.source, link.contact_key).where(
+                link.audience_id == audience_id, ~sa.exists(here)
+            )
+        ).all()
+        sources = {source.name: source for source in self.extension.sources}
+        by_source: dict[str, list[Any]] = defaultdict(list)
+        for row in unstaged:
+            by_source[row.source].append(row)
+        gone = []
+        for name, rows in by_source.items():
+            source = sources.get(name)
+            keys = [row.contact_key for row in rows]
+            still = source.existing_keys(self.session, keys) if source is not None else set()
+            gone += [row.id for row in rows if row.contact_key not in still]
+        for start in range(0, len(gone), PAGE):
+            self.session.execute(sa.delete(link).where(link.id.in_(gone[start : start + PAGE])))
 
     def _left(self, audience_id: str) -> set[str]:
         """Addresses a contact was last sent as but no longer has."""

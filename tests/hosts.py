@@ -122,9 +122,7 @@ def make_host(shape: str, database_url: str, api_url: str) -> Host:
             id = sa.Column(sa.Integer, primary_key=True)
         email = sa.Column(sa.String(255))
         opt_in = sa.Column(sa.Boolean, nullable=False, default=False)
-        prefs = db.relationship(
-            lambda: SupplierPrefs, uselist=False, cascade="all, delete-orphan"
-        )
+        prefs = db.relationship(lambda: SupplierPrefs, uselist=False, cascade="all, delete-orphan")
 
     class SupplierPrefs(db.Model):  # type: ignore[name-defined]
         __tablename__ = f"supplier_prefs_{suffix}"
@@ -138,7 +136,11 @@ def make_host(shape: str, database_url: str, api_url: str) -> Host:
     mailchimp = MailchimpSync(db=db)
     if shape == "callable":
         mailchimp.add_source(
-            Patron, role="customer", email="email", marketing=lambda p: bool(p.opt_in)
+            Patron,
+            role="customer",
+            email="email",
+            marketing=lambda p: bool(p.opt_in),
+            set_marketing=lambda p, value: setattr(p, "opt_in", value),
         )
         mailchimp.add_source(
             Supplier,
