@@ -8,8 +8,8 @@ import click
 from flask.cli import AppGroup
 
 from . import connection
+from ._state import get_extension, real_app
 from .connection import AudienceChoice, ConnectionProblem
-from .extension import get_extension
 from .jobs import redis_url, start_sync
 from .sync import SyncRefused, SyncRunner
 
@@ -172,7 +172,6 @@ def worker_command(burst: bool) -> None:
     """Run an RQ worker for the sync jobs (needs MAILCHIMP_SYNC_REDIS_URL or REDIS_URL)."""
     from rq import SimpleWorker
 
-    from .extension import real_app
     from .jobs import DRAIN_JOB_PATH, queue
 
     app = real_app()

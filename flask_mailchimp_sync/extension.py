@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
+from ._state import EXTENSION_KEY, AppState, app_state
 from .exceptions import AccessDenied, AccessNotConfigured
 from .models import Models, models_for
 from .sources import ContactSource, FieldSpec, MergeFieldsSpec
 from .store import SettingsStore
-
-EXTENSION_KEY = "mailchimp_sync"
 
 #: Every config key the extension reads, with its default. Documented in the README.
 DEFAULT_CONFIG: Mapping[str, Any] = {
@@ -52,17 +50,6 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     # Contacts read from a host model per query.
     "MAILCHIMP_SYNC_CHUNK_SIZE": 1000,
 }
-
-
-@dataclass
-class _AppState:
-    """What the extension keeps per app, in ``app.extensions["mailchimp_sync"]``."""
-
-    extension: MailchimpSync
-    #: The background thread pool for jobs when no Redis is configured (made on first use).
-    executor: Any = None
-    #: The thread that hands outbox drains to the queue (made on first use).
-    dispatcher: Any = None
 
 
 class MailchimpSync:
@@ -111,7 +98,7 @@ class MailchimpSync:
             )
         for key, value in DEFAULT_CONFIG.items():
             app.config.setdefault(key, value)
-        app.extensions[EXTENSION_KEY] = _AppState(extension=self)
+        app.extensions[EXTENSION_KEY] = AppState(extension=self)
 
         from . import outbox, webhooks
         from .cli import mailchimp_cli
@@ -213,7 +200,7 @@ class MailchimpSync:
 
     def settings_store(self) -> SettingsStore:
         """Settings for the current app (needs an app context)."""
-        state = _state(current_app)
+        state = app_state(current_app)
         if state.extension is not self:
             raise RuntimeError("The current app is registered with another MailchimpSync object.")
         return SettingsStore(self.models, self.db.session(), current_app.config)
@@ -232,24 +219,3 @@ def _exempt_from_csrf(app: Flask, blueprint: Any) -> None:
 
     exempt()
     app.before_request_funcs.setdefault(None, []).insert(0, exempt)
-
-
-def _state(app: Flask) -> _AppState:
-    try:
-        state: _AppState = app.extensions[EXTENSION_KEY]
-    except KeyError:
-        raise RuntimeError(
-            f"MailchimpSync is not registered on the app {app.name!r}. Call "
-            "mailchimp.init_app(app) (or pass the app to MailchimpSync) before using it."
-        ) from None
-    return state
-
-
-def get_extension(app: Flask | None = None) -> MailchimpSync:
-    """The :class:`MailchimpSync` registered on *app* (default: the current app)."""
-    return _state(app if app is not None else current_app).extension
-
-
-def real_app() -> Flask:
-    """The current app itself, not the proxy: for signal senders and threads."""
-    return current_app._get_current_object()  # type: ignore[attr-defined]

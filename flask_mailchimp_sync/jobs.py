@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
 
 from . import locks
-from .extension import real_app
+from ._state import app_state, get_extension, real_app
 from .models import as_utc, utcnow
 from .sync import SyncRefused, SyncRunner, targets_for
 
@@ -184,8 +184,6 @@ def _job_extension() -> MailchimpSync:
         raise RuntimeError(
             "Mailchimp sync jobs need the Flask app: run the worker with `flask mailchimp worker`."
         )
-    from .extension import get_extension
-
     return get_extension()
 
 
@@ -269,9 +267,7 @@ class Dispatcher:
 
 
 def dispatcher(app: Flask) -> Dispatcher:
-    from .extension import EXTENSION_KEY
-
-    state = app.extensions[EXTENSION_KEY]
+    state = app_state(app)
     with _dispatcher_lock:
         if state.dispatcher is None:
             state.dispatcher = Dispatcher(app)
@@ -296,9 +292,7 @@ def _run_in_app(app: Flask, run_id: int) -> None:
 
 
 def _local(app: Flask) -> ThreadPoolExecutor:
-    from .extension import EXTENSION_KEY
-
-    state = app.extensions[EXTENSION_KEY]
+    state = app_state(app)
     if state.executor is None:
         state.executor = _TrackingExecutor(max_workers=1, thread_name_prefix="mailchimp-sync")
     return state.executor
@@ -325,10 +319,8 @@ def _log_failure(future: Future[Any]) -> None:
 
 def stop_jobs(app: Flask, timeout: float = 30.0) -> None:
     """Finish in-process jobs and stop scheduling new ones (tests, app shutdown)."""
-    from .extension import EXTENSION_KEY
-
     wait_for_jobs(app, timeout)
-    state = app.extensions[EXTENSION_KEY]
+    state = app_state(app)
     if state.dispatcher is not None:
         state.dispatcher.stop()
     if state.executor is not None:
@@ -340,9 +332,7 @@ def wait_for_jobs(app: Flask, timeout: float = 30.0) -> None:
 
     For tests and graceful shutdowns; with RQ, workers do the jobs and this returns.
     """
-    from .extension import EXTENSION_KEY
-
-    state = app.extensions[EXTENSION_KEY]
+    state = app_state(app)
     deadline = time.monotonic() + timeout
     in_process = redis_url(app.config) is None
     while time.monotonic() < deadline:

@@ -22,8 +22,8 @@ from flask import current_app, has_app_context
 from sqlalchemy import event, orm
 
 from . import locks, signals
+from ._state import real_app
 from .client import backoff_delay
-from .extension import real_app
 from .models import as_utc, utcnow
 from .watches import Watch
 

@@ -27,10 +27,10 @@ import sqlalchemy as sa
 from flask import current_app
 
 from . import emails, ledger, locks, signals, staging, webhooks
+from ._state import real_app
 from .client import MailchimpApi, is_transient, tag_changes
 from .connection import default_tag
 from .exceptions import MailchimpApiError, MailchimpSyncError
-from .extension import real_app
 from .models import DEFAULT_STORE, as_utc, utcnow
 from .planner import ACTIVE, Action, Decision, Known, Wanted, blocked_by, blocks, decide
 from .staging import Target

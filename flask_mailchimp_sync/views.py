@@ -23,10 +23,11 @@ from flask import (
 from flask_wtf import FlaskForm
 
 from . import connection
+from ._state import get_extension, real_app
 from .client import AudienceInfo
 from .connection import AudienceChoice, ConnectionProblem, default_tag
 from .exceptions import MailchimpSyncError
-from .extension import MailchimpSync, get_extension, real_app
+from .extension import MailchimpSync
 from .forms import (
     NOT_SYNCED,
     DisconnectForm,

@@ -23,8 +23,8 @@ from flask import Blueprint, abort, current_app, request
 from werkzeug.exceptions import BadRequest
 
 from . import emails, ledger, signals
+from ._state import get_extension, real_app
 from .client import MailchimpApi
-from .extension import get_extension, real_app
 from .models import utcnow
 from .outbox import FROM_MAILCHIMP
 
