@@ -6,7 +6,7 @@ the CLI, the webhook) asks here, so nothing below the composition root imports i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
@@ -24,6 +24,8 @@ class AppState:
     extension: MailchimpSync
     #: The background thread pool for jobs when no Redis is configured (made on first use).
     executor: Any = None
+    #: Its jobs not known to be done (to wait for them at shutdown and in tests).
+    futures: list[Any] = field(default_factory=list)
     #: The thread that hands outbox drains to the queue (made on first use).
     dispatcher: Any = None
 

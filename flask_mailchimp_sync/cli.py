@@ -10,8 +10,9 @@ from flask.cli import AppGroup
 from . import connection
 from ._state import get_extension, real_app
 from .connection import AudienceChoice, ConnectionProblem
+from .engine.runner import SyncRunner
+from .exceptions import SyncRefused
 from .jobs import redis_url, start_sync
-from .sync import SyncRefused, SyncRunner
 
 #: The outcome counts of a run, in the order they are shown.
 COUNTS = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
@@ -146,7 +147,7 @@ def describe_counts(run: Any) -> str:
 def reconcile_command() -> None:
     """Read unsubscribes and bounces from Mailchimp and turn those flags off in the shop."""
     from .exceptions import MailchimpSyncError
-    from .webhooks import reconcile
+    from .inbound import reconcile
 
     try:
         turned_off = reconcile(get_extension())
@@ -158,7 +159,7 @@ def reconcile_command() -> None:
 @mailchimp_cli.command("drain")
 def drain_command() -> None:
     """Deliver the real-time changes waiting in the outbox now."""
-    from .outbox import drain
+    from .engine.delivery import drain
 
     result = drain(get_extension(), due_only=False)
     click.echo(f"Delivered {result.delivered} change(s); {result.waiting} waiting.")

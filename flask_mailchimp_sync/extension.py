@@ -100,11 +100,11 @@ class MailchimpSync:
             app.config.setdefault(key, value)
         app.extensions[EXTENSION_KEY] = AppState(extension=self)
 
-        from . import outbox, webhooks
+        from . import realtime, webhooks
         from .cli import mailchimp_cli
         from .views import blueprint
 
-        outbox.attach(self)
+        realtime.attach(self)
         app.cli.add_command(mailchimp_cli)
         app.add_template_global(self.member_status, "mailchimp_status")
         prefix = app.config["MAILCHIMP_SYNC_URL_PREFIX"]
@@ -179,7 +179,7 @@ class MailchimpSync:
     def watches_by_model(self) -> dict[type, Any]:
         """The host models whose changes are delivered in real time (computed once)."""
         if self._watches is None:
-            from .outbox import watches_by_model
+            from .realtime import watches_by_model
 
             self._watches = watches_by_model(self)
         return self._watches

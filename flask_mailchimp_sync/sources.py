@@ -37,6 +37,11 @@ MergeFieldsSpec = Callable[[Any], Mapping[str, Any]]
 MAX_ROLE_LENGTH = 100
 
 
+def default_tag(role: str) -> str:
+    """The Mailchimp tag a role's members get unless staff name another."""
+    return role.replace("_", " ").title()
+
+
 @dataclass(frozen=True)
 class Contact:
     """One row of a host model, as Mailchimp will see it."""

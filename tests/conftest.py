@@ -12,8 +12,7 @@ from flask.testing import FlaskClient
 from example_app import create_app
 from example_app.models import db as shop_db
 from flask_mailchimp_sync.client import USER_AGENT
-from flask_mailchimp_sync.jobs import stop_jobs
-from flask_mailchimp_sync.testing import MailchimpEmulator
+from flask_mailchimp_sync.testing import MailchimpEmulator, stop_jobs
 from flask_mailchimp_sync.testing.emulator import Account, Audience
 
 from .helpers import NOTES, PLUGIN_REQUESTS, csrf_token

@@ -93,8 +93,8 @@ def connect_shop(
 def sync(**options: Any) -> Any:
     """Run a sync (or preview) to the end, in this process; returns the run."""
     from example_app import mailchimp
+    from flask_mailchimp_sync.engine.runner import SyncRunner
     from flask_mailchimp_sync.jobs import start_sync
-    from flask_mailchimp_sync.sync import SyncRunner
 
     run = start_sync(mailchimp, enqueue=False, trigger="test", **options)
     return SyncRunner(mailchimp, run.id).execute()

@@ -177,7 +177,7 @@ def make_host(shape: str, database_url: str, api_url: str) -> Host:
 
 
 def drop_host(host: Host) -> None:
-    from flask_mailchimp_sync.jobs import stop_jobs
+    from flask_mailchimp_sync.testing import stop_jobs
 
     stop_jobs(host.app)
     with host.app.app_context():
@@ -198,8 +198,8 @@ def connect(host: Host, api_key: str, audience_id: str, *, realtime: bool = True
 
 def sync(host: Host, **options: Any) -> Any:
     """A Sync (or preview, ``dry_run=True``) run to its end in this process."""
+    from flask_mailchimp_sync.engine.runner import SyncRunner
     from flask_mailchimp_sync.jobs import start_sync
-    from flask_mailchimp_sync.sync import SyncRunner
 
     run = start_sync(host.mailchimp, enqueue=False, trigger="test", **options)
     return SyncRunner(host.mailchimp, run.id).execute()
@@ -207,6 +207,6 @@ def sync(host: Host, **options: Any) -> Any:
 
 def drain(host: Host) -> Any:
     """Deliver the outbox now, whatever its retry times say."""
-    from flask_mailchimp_sync.outbox import drain as drain_outbox
+    from flask_mailchimp_sync.engine.delivery import drain as drain_outbox
 
     return drain_outbox(host.mailchimp, due_only=False)

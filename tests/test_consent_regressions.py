@@ -16,10 +16,9 @@ import sqlalchemy as sa
 from flask import request
 
 from flask_mailchimp_sync import signals
-from flask_mailchimp_sync.jobs import wait_for_jobs
-from flask_mailchimp_sync.testing import MailchimpEmulator
+from flask_mailchimp_sync.inbound import reconcile
+from flask_mailchimp_sync.testing import MailchimpEmulator, wait_for_jobs
 from flask_mailchimp_sync.testing.emulator.state import now
-from flask_mailchimp_sync.webhooks import reconcile
 
 from .conftest import database_url
 from .hosts import Host, connect, drain, drop_host, make_host, sync

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from flask_mailchimp_sync.planner import ACTIVE, Action, Known, Wanted, decide
+from flask_mailchimp_sync.engine.planner import ACTIVE, Action, Known, Wanted, decide
 
 STATUSES = [None, "subscribed", "pending", "unsubscribed", "cleaned", "transactional", "archived"]
 WANTED = Wanted(

@@ -10,8 +10,9 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_mailchimp_sync import MailchimpSync
-from flask_mailchimp_sync.jobs import start_sync, stop_jobs, wait_for_jobs
-from flask_mailchimp_sync.sync import SyncRunner
+from flask_mailchimp_sync.engine.runner import SyncRunner
+from flask_mailchimp_sync.jobs import start_sync
+from flask_mailchimp_sync.testing import stop_jobs, wait_for_jobs
 
 from .conftest import database_url
 

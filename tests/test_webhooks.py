@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flask_mailchimp_sync.jobs import wait_for_jobs
+from flask_mailchimp_sync.testing import wait_for_jobs
 
 from .helpers import add_consignor, add_customer, connect_shop, csrf_token, sync
 
@@ -57,6 +57,7 @@ def hooked(app, mailchimp_account):
             mailchimp_account.api_key, {"consignor": audience, "customer": audience}, realtime=True
         )
         assert register_webhooks(mailchimp) is None
+        sync()  # the staff's first Sync: real-time deliveries start after it
         add_customer(db, "Ben", "Baker", "ben@mailbox.shop")
         wait_for_jobs(app)
         secret = mailchimp.settings_store().get().webhook_secret

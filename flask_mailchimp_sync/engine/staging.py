@@ -15,9 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import emails
+from .. import emails
+from ..sources import Contact, ContactSource
 from .planner import Wanted
-from .sources import Contact, ContactSource
 
 #: Mailchimp's limit for a text merge field.
 MAX_FIELD_LENGTH = 255
@@ -67,28 +67,21 @@ def stage(
     targets: Iterable[Target],
     *,
     chunk_size: int = 1000,
-    only: Mapping[str, Sequence[Contact]] | None = None,
 ) -> Iterable[Skipped]:
     """Stage every contact of *targets*; yields the contacts with consent it had to skip.
 
-    With *only* (contacts by source name), stage just those: a real-time delivery.
     Rows go in with Core inserts (nothing kept in the session); the caller commits.
     """
     rows: list[dict[str, Any]] = []
     for target in targets:
         for source in target.sources:
-            contacts = (
-                source.iter_contacts(session, chunk_size=chunk_size)
-                if only is None
-                else only.get(source.name, [])
-            )
-            for contact in contacts:
+            for contact in source.iter_contacts(session, chunk_size=chunk_size):
                 problem = contact_problem(contact)
                 if problem is not None:
                     if contact.marketing:  # without consent it would not be sent anyway
                         yield Skipped(contact, problem)
                     continue
-                rows.append(_row(run_id, target, contact))
+                rows.append(staged_row(run_id, target, contact))
                 if len(rows) >= INSERT_CHUNK:
                     session.execute(sa.insert(staged_model), rows)
                     rows = []
@@ -96,7 +89,8 @@ def stage(
         session.execute(sa.insert(staged_model), rows)
 
 
-def _row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
+def staged_row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
+    """A contact as one row of ``mailchimp_sync_staged`` (a checked contact)."""
     email = emails.normalize(contact.email) or ""
     fields = json.dumps(contact_fields(contact), default=str, sort_keys=True)
     return {
@@ -110,7 +104,7 @@ def _row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
         "marketing": contact.marketing,
         "merge_fields": fields,
         "fingerprint": hashlib.sha256(
-            f"{email.lower()}|{contact.marketing}|{target.tag}|{fields}".encode()
+            f"{emails.identity(email)}|{contact.marketing}|{target.tag}|{fields}".encode()
         ).hexdigest(),
     }
 
