@@ -5,23 +5,41 @@ from __future__ import annotations
 from ._state import get_extension
 from ._version import __version__
 from .exceptions import (
+    AccessDenied,
+    AccessNotConfigured,
+    AudienceNotFoundError,
     ConfigurationError,
+    ConnectionProblem,
     InvalidApiKeyError,
+    MailchimpApiError,
+    MailchimpKeyRejectedError,
     MailchimpSyncError,
+    MailchimpUnreachableError,
+    MalformedEvent,
     StoredKeyUnreadableError,
+    SyncRefused,
 )
 from .extension import DEFAULT_CONFIG, MailchimpSync
 from .sources import Contact, ContactSource
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "AccessDenied",
+    "AccessNotConfigured",
+    "AudienceNotFoundError",
     "ConfigurationError",
+    "ConnectionProblem",
     "Contact",
     "ContactSource",
     "InvalidApiKeyError",
+    "MailchimpApiError",
+    "MailchimpKeyRejectedError",
     "MailchimpSync",
     "MailchimpSyncError",
+    "MailchimpUnreachableError",
+    "MalformedEvent",
     "StoredKeyUnreadableError",
+    "SyncRefused",
     "__version__",
     "get_extension",
 ]

@@ -9,15 +9,15 @@ from flask.cli import AppGroup
 
 from . import connection
 from ._state import get_extension, real_app
-from .connection import AudienceChoice, ConnectionProblem
+from .connection import AudienceChoice
 from .engine.delivery import drain
+from .engine.members import OUTCOMES
 from .engine.runner import SyncRunner
-from .exceptions import MailchimpSyncError, SyncRefused
+from .exceptions import ConnectionProblem, MailchimpSyncError, SyncRefused
 from .inbound import reconcile
 from .jobs import DRAIN_JOB_PATH, queue, redis_url, start_sync
 
 #: The outcome counts of a run, in the order they are shown.
-COUNTS = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
 
 mailchimp_cli = AppGroup("mailchimp", help="Mailchimp sync: connection, audiences and syncs.")
 
@@ -140,7 +140,7 @@ def sync_command(dry_run: bool, role: str | None, full: bool) -> None:
 
 
 def describe_counts(run: Any) -> str:
-    counts = ", ".join(f"{getattr(run, name)} {name}" for name in COUNTS)
+    counts = ", ".join(f"{getattr(run, name)} {name}" for name in OUTCOMES)
     note = " (preview: nothing was sent)" if run.dry_run else ""
     return f"Run #{run.id} {run.state}: {counts}{note}."
 

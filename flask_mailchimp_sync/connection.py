@@ -18,7 +18,7 @@ from flask import current_app
 
 from .client import AudienceInfo, MailchimpApi
 from .crypto import data_center
-from .exceptions import MailchimpSyncError
+from .exceptions import ConnectionProblem, MailchimpSyncError
 from .sources import default_tag
 
 if TYPE_CHECKING:
@@ -28,15 +28,6 @@ log = logging.getLogger(__name__)
 
 #: Mailchimp caps tag names at 100 characters.
 MAX_TAG_LENGTH = 100
-
-
-class ConnectionProblem(MailchimpSyncError):
-    """A check failed; :attr:`field` says which input it concerns (``api_key`` or a role)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)

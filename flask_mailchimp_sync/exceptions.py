@@ -6,7 +6,7 @@ developer's terminal or in front of shop staff. None of them ever contains an AP
 
 from __future__ import annotations
 
-from werkzeug.exceptions import Forbidden
+from werkzeug.exceptions import BadRequest, Forbidden
 
 
 class MailchimpSyncError(Exception):
@@ -40,6 +40,16 @@ class StoredKeyUnreadableError(ConfigurationError):
             "MAILCHIMP_SYNC_ENCRYPTION_KEY changed since it was saved. Restore the old "
             "secret, or connect the Mailchimp account again."
         )
+
+
+class ConnectionProblem(MailchimpSyncError):
+    """Connecting or choosing audiences failed a check; :attr:`field` says which input
+    it concerns (``api_key`` or a role), :attr:`message` what to do."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
 
 
 class SyncRefused(MailchimpSyncError):
@@ -103,3 +113,9 @@ class AccessNotConfigured(Forbidden):
 
 class AccessDenied(Forbidden):
     description = "You are not allowed to manage the Mailchimp integration."
+
+
+class MalformedEvent(BadRequest):
+    """A POST to the webhook that is not a Mailchimp event (answered 400)."""
+
+    description = "This is not a Mailchimp webhook event."

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
-from werkzeug.exceptions import BadRequest
 
 from . import emails
 from .client import MailchimpApi
 from .engine import pull, shop
+from .exceptions import MalformedEvent
 from .models import utcnow
 
 if TYPE_CHECKING:
@@ -36,10 +36,6 @@ REQUIRED = {
     "upemail": ("data[list_id]", "data[old_email]", "data[new_email]"),
 }
 EVENT_TYPE = re.compile(r"[A-Za-z_]{1,40}")
-
-
-class MalformedEvent(BadRequest):
-    description = "This is not a Mailchimp webhook event."
 
 
 @dataclass(frozen=True)

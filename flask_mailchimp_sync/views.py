@@ -25,8 +25,9 @@ from flask_wtf import FlaskForm
 from . import connection
 from ._state import get_extension, real_app
 from .client import AudienceInfo
-from .connection import AudienceChoice, ConnectionProblem, default_tag
-from .exceptions import MailchimpSyncError, SyncRefused
+from .connection import AudienceChoice, default_tag
+from .engine.members import LISTED, OUTCOMES
+from .exceptions import ConnectionProblem, MailchimpSyncError, SyncRefused
 from .forms import (
     NOT_SYNCED,
     DisconnectForm,
@@ -46,6 +47,11 @@ if TYPE_CHECKING:
 blueprint = Blueprint("mailchimp_sync", __name__, template_folder="templates")
 
 FLASH_CATEGORY = "mailchimp_sync"
+
+
+# Globals, not context: the templates' imported macros see them too.
+blueprint.add_app_template_global(OUTCOMES, "mailchimp_sync_outcomes")
+blueprint.add_app_template_global(LISTED, "mailchimp_sync_listed")
 
 
 @blueprint.before_request
@@ -193,7 +199,7 @@ def run_page(run_id: int) -> Any:
     outcome = request.args.get("outcome")
     Item = extension.models.SyncRunItem
     items = sa.select(Item).where(Item.run_id == run.id).order_by(Item.id)
-    if outcome in ("skipped", "blocked", "failed"):
+    if outcome in LISTED:
         items = items.where(Item.outcome == outcome)
     page = extension.db.paginate(items, per_page=100)
     return render_template(
@@ -214,7 +220,6 @@ def run_progress(run_id: int) -> Any:
 
 
 def run_summary(run: Any) -> dict[str, Any]:
-    counts = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
     return {
         "id": run.id,
         "state": run.state,
@@ -225,7 +230,7 @@ def run_summary(run: Any) -> dict[str, Any]:
         "percent": 100
         if run.state == "done"
         else (100 * run.processed // run.total if run.total else 0),
-        "counts": {name: getattr(run, name) for name in counts},
+        "counts": {name: getattr(run, name) for name in OUTCOMES},
         "error": run.error,
     }
 
