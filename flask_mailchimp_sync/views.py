@@ -50,8 +50,16 @@ FLASH_CATEGORY = "mailchimp_sync"
 
 
 # Globals, not context: the templates' imported macros see them too.
-blueprint.add_app_template_global(OUTCOMES, "mailchimp_sync_outcomes")
-blueprint.add_app_template_global(LISTED, "mailchimp_sync_listed")
+@blueprint.app_template_global("mailchimp_sync_outcomes")
+def outcomes() -> tuple[str, ...]:
+    """Every outcome a run or delivery counts, in page order."""
+    return OUTCOMES
+
+
+@blueprint.app_template_global("mailchimp_sync_listed")
+def listed_outcomes() -> tuple[str, ...]:
+    """The outcomes listed contact by contact."""
+    return LISTED
 
 
 @blueprint.before_request
