@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
+from . import bounds
 from .exceptions import AccessDenied, AccessNotConfigured
 from .models import Models, models_for
 from .sources import ContactSource, FieldSpec, MergeFieldsSpec
@@ -179,6 +180,14 @@ class MailchimpSync:
         )
         if any(existing.name == source.name for existing in self.sources):
             raise ValueError(f"{model.__name__} is already registered for role {role!r}.")
+        longest = bounds.limit(self.models.StagedContact, "source")
+        if len(source.name) > longest:
+            raise ValueError(
+                f"{model.__name__} cannot be a source for role {role!r}: a source's name "
+                f"(the role, a colon and the table's name) is stored in at most {longest} "
+                f"characters, and {source.name[:40]!r}... has {len(source.name)}. Use a "
+                "shorter role name."
+            )
         self.sources.append(source)
         self._watches = None
         return source

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from flask import current_app, has_app_context
 from sqlalchemy import event, orm
 
-from . import locks, signals
+from . import bounds, locks, signals
 from .client import backoff_delay
 from .extension import real_app
 from .models import as_utc, utcnow
@@ -70,7 +70,9 @@ def _after_flush(extension: MailchimpSync, session: orm.Session) -> None:
         for watch in watches.get(type(instance), ()):
             if deleted or instance in session.new or watch.concerned(instance):
                 key = watch.contact_key(instance)
-                if key is not None:
+                # A key too long to store would fail the host's commit; every sync
+                # reports that contact as skipped instead.
+                if key is not None and bounds.fits(extension.models.Outbox, "contact_key", key):
                     changed.add((watch.source.name, key))
     if changed:
         rows = [{"source": name, "contact_key": key, "created_at": utcnow(), "attempts": 0}

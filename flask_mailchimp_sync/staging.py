@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import emails
+from . import bounds, emails
 from .planner import Wanted
 from .sources import Contact, ContactSource
 
@@ -83,12 +83,13 @@ def stage(
                 else only.get(source.name, [])
             )
             for contact in contacts:
-                problem = contact_problem(contact)
+                row = _row(run_id, target, contact)
+                problem = contact_problem(contact) or bounds.problem(staged_model, row)
                 if problem is not None:
                     if contact.marketing:  # without consent it would not be sent anyway
                         yield Skipped(contact, problem)
                     continue
-                rows.append(_row(run_id, target, contact))
+                rows.append(row)
                 if len(rows) >= INSERT_CHUNK:
                     session.execute(sa.insert(staged_model), rows)
                     rows = []

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import orm
 
+from . import bounds
 from .crypto import data_center, decrypt_api_key, encrypt_api_key
 from .models import DEFAULT_STORE, Models, utcnow
 
@@ -54,8 +55,9 @@ class SettingsStore:
         settings = self.get_or_create()
         settings.api_key_encrypted = encrypt_api_key(self.config, api_key)
         settings.data_center = data_center(api_key)
-        settings.account_id = account_id
-        settings.account_name = account_name
+        # Mailchimp's words, only ever shown: shortened to fit rather than refused.
+        settings.account_id = bounds.fit(self.models.Settings, "account_id", account_id)
+        settings.account_name = bounds.fit(self.models.Settings, "account_name", account_name)
         settings.connected_at = utcnow()
         return settings
 
@@ -80,5 +82,5 @@ class SettingsStore:
             current = self.models.RoleAudience(role=role)
             settings.audiences.append(current)
         current.audience_id = audience_id
-        current.audience_name = name
+        current.audience_name = bounds.fit(self.models.RoleAudience, "audience_name", name)
         current.tag = tag

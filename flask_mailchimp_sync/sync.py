@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from flask import current_app
 
-from . import emails, locks, signals, staging, webhooks
+from . import bounds, emails, locks, signals, staging, webhooks
 from .client import MailchimpApi, is_transient, tag_changes
 from .connection import default_tag
 from .exceptions import MailchimpApiError, MailchimpSyncError
@@ -796,9 +796,10 @@ class SyncRunner:
         self._new_links, self._moved_links = [], []
 
     def _item(self, outcome: str, reason: str, **where: Any) -> None:
-        self.session.add(
-            self.models.SyncRunItem(run_id=self.run.id, outcome=outcome, reason=reason, **where)
-        )
+        # A skipped contact's values are what made it fail: shown, so shortened to fit.
+        Item = self.models.SyncRunItem
+        shown = bounds.fitted(Item, {"reason": reason, **where})
+        self.session.add(Item(run_id=self.run.id, outcome=outcome, **shown))
 
     def _states(
         self, audience_id: str, hashes: Sequence[str], *, editable: bool = False
