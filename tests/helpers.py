@@ -19,6 +19,10 @@ from flask_mailchimp_sync import MailchimpSync
 #: conformance test (which runs last) holds each against Mailchimp's published schemas.
 PLUGIN_REQUESTS: list[dict[str, Any]] = []
 
+#: The staff page, and the public address of shops that register a webhook.
+PAGE = "/preferences/integrations/mailchimp/"
+PUBLIC = "https://shop.marigold.example"
+
 #: Said at the end of the test run (e.g. which tests fell back to a stand-in service).
 NOTES: list[str] = []
 
