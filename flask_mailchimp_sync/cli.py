@@ -9,9 +9,10 @@ from flask.cli import AppGroup
 
 from . import connection
 from .connection import AudienceChoice, ConnectionProblem
+from .exceptions import StoredKeyUnreadableError
 from .extension import get_extension
-from .jobs import redis_url, start_sync
-from .sync import SyncRefused, SyncRunner
+from .jobs import execute_run, redis_url, start_sync
+from .sync import SyncRefused
 
 #: The outcome counts of a run, in the order they are shown.
 COUNTS = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
@@ -32,6 +33,8 @@ def status_command() -> None:
             f"Mailchimp: connected to {settings.account_name} ({settings.data_center}), "
             f"key {settings.masked_api_key}, since {since}."
         )
+        if extension.settings_store().key_unreadable():
+            click.echo(f"{StoredKeyUnreadableError()} (flask mailchimp connect)")
     for role in extension.roles:
         audience = settings.audience_for(role) if settings is not None else None
         models = ", ".join(source.model.__name__ for source in extension.sources_for(role))
@@ -105,9 +108,11 @@ def connect_command(
 def disconnect_command() -> None:
     """Forget the API key, the account and the audience choices."""
     extension = get_extension()
-    connection.disconnect(extension)
+    left = connection.disconnect(extension)
     extension.db.session.commit()
     click.echo("Disconnected; the API key is forgotten.")
+    if left:
+        click.echo(left, err=True)
 
 
 @mailchimp_cli.command("sync")
@@ -130,7 +135,7 @@ def sync_command(dry_run: bool, role: str | None, full: bool) -> None:
             bar.label = progress.phase or bar.label
             bar.update(progress.processed - bar.pos)
 
-        run = SyncRunner(extension, run.id).execute(on_progress=show)
+        run = execute_run(extension, run.id, on_progress=show)
     click.echo(describe_counts(run))
     if run.state != "done":
         raise click.ClickException(run.error or "The sync did not finish.")

@@ -16,7 +16,7 @@ from flask import current_app
 
 from .client import AudienceInfo, MailchimpApi
 from .crypto import data_center
-from .exceptions import MailchimpSyncError
+from .exceptions import MailchimpSyncError, StoredKeyUnreadableError
 
 if TYPE_CHECKING:
     from .extension import MailchimpSync
@@ -68,8 +68,13 @@ def connect(
         account = api.verify()
     except MailchimpSyncError as problem:
         raise ConnectionProblem("api_key", str(problem)) from None
-    verified = _verify_audiences(api, choices or {})
     store = extension.settings_store()
+    previous = store.get()
+    if previous is not None and previous.is_connected and previous.account_id == account.id:
+        # Connecting the same account again (its stored key unreadable, or a new key):
+        # a role given no audience keeps the one it has.
+        choices = {role: c for role, c in (choices or {}).items() if c.audience_id}
+    verified = _verify_audiences(api, choices or {})
     settings = store.save_account(api_key, account_id=account.id, account_name=account.name)
     _save_choices(extension, verified, choices or {})
     return settings
@@ -83,7 +88,10 @@ def choose_audiences(
 ) -> Any:
     """Verify and save each role's audience (and the options) for the connected account."""
     store = extension.settings_store()
-    api_key = store.api_key()
+    try:
+        api_key = store.api_key()
+    except StoredKeyUnreadableError as unreadable:
+        raise ConnectionProblem("api_key", str(unreadable)) from None
     if api_key is None:
         raise ConnectionProblem("api_key", "Connect a Mailchimp account first.")
     verified = _verify_audiences(_staff_api(api_key), choices)
@@ -112,18 +120,30 @@ def register_webhooks(extension: MailchimpSync, *, rotate: bool = False) -> str 
     return None
 
 
-def disconnect(extension: MailchimpSync) -> None:
-    """Forget the key, the account and the audience choices (webhooks removed first)."""
+def disconnect(extension: MailchimpSync) -> str | None:
+    """Forget the key, the account and the audience choices (webhooks removed first).
+
+    Returns a sentence for staff when a webhook had to be left in Mailchimp.
+    """
     from .webhooks import unregister
 
     store = extension.settings_store()
     settings = store.get()
     if settings is None:
-        return
-    unregister(extension)
+        return None
+    left = None
+    try:
+        unregister(extension)
+    except StoredKeyUnreadableError:  # forgetting an unreadable key is the way out of it
+        if any(audience.webhook_id for audience in settings.audiences):
+            left = (
+                "The webhook registered in Mailchimp could not be removed, because the stored "
+                "key cannot be read: delete it in Mailchimp (the audience's Settings > Webhooks)."
+            )
     store.forget_account()
     for role in [audience.role for audience in settings.audiences]:
         store.set_audience(role, None)
+    return left
 
 
 def list_audiences(extension: MailchimpSync) -> list[AudienceInfo]:

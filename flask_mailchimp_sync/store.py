@@ -13,6 +13,7 @@ from sqlalchemy import orm
 
 from . import bounds
 from .crypto import data_center, decrypt_api_key, encrypt_api_key
+from .exceptions import StoredKeyUnreadableError
 from .models import DEFAULT_STORE, Models, utcnow
 
 
@@ -49,6 +50,17 @@ class SettingsStore:
         if settings is None or not settings.api_key_encrypted:
             return None
         return decrypt_api_key(self.config, settings.api_key_encrypted)
+
+    def key_unreadable(self) -> bool:
+        """Whether a key is stored that this app cannot decrypt (its secret changed).
+
+        Staff can then only connect again or disconnect; everything else needs the key.
+        """
+        try:
+            self.api_key()
+        except StoredKeyUnreadableError:
+            return True
+        return False
 
     def save_account(self, api_key: str, *, account_id: str, account_name: str) -> Any:
         """Remember a verified key (encrypted) and the account it opens."""

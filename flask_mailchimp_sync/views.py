@@ -25,7 +25,7 @@ from flask_wtf import FlaskForm
 from . import connection
 from .client import AudienceInfo
 from .connection import AudienceChoice, ConnectionProblem, default_tag
-from .exceptions import MailchimpSyncError
+from .exceptions import MailchimpSyncError, StoredKeyUnreadableError
 from .extension import MailchimpSync, get_extension, real_app
 from .forms import (
     NOT_SYNCED,
@@ -117,9 +117,10 @@ def disconnect() -> Any:
     extension = get_extension()
     if not DisconnectForm().validate_on_submit():
         return _render(), 400
-    connection.disconnect(extension)
+    left = connection.disconnect(extension)
     extension.db.session.commit()
     flash("Disconnected from Mailchimp; the API key is forgotten.", FLASH_CATEGORY)
+    _flash_if(left)
     return redirect(url_for(".settings_page"))
 
 
@@ -236,10 +237,13 @@ def _render(
 ) -> str:
     """The page; *listed* is the audience list when the caller already asked Mailchimp."""
     extension = get_extension()
-    settings = extension.settings_store().get()
+    store = extension.settings_store()
+    settings = store.get()
     connected = settings is not None and settings.is_connected
+    # A key the app cannot decrypt: staff can connect again, or disconnect.
+    key_problem = str(StoredKeyUnreadableError()) if connected and store.key_unreadable() else None
     if listed is None:
-        listed = _available_audiences(extension) if connected else (None, None)
+        listed = _available_audiences(extension) if connected and not key_problem else (None, None)
     available, problem = listed
     if connected and audiences is None:
         audiences = audiences_form(
@@ -253,6 +257,7 @@ def _render(
         "mailchimp_sync/settings.html",
         settings=settings,
         connected=connected,
+        key_problem=key_problem,
         roles=list(enumerate(extension.roles)),
         connect_form=connect or connect_form(extension.roles, formdata=None),
         audiences_form=audiences,
