@@ -53,10 +53,18 @@ def contact_problem(contact: Contact) -> str | None:
     if problem is not None:
         return problem
     for tag, value in contact_fields(contact).items():
-        if isinstance(value, str) and len(value) > MAX_FIELD_LENGTH:
-            return f"{tag} is longer than {MAX_FIELD_LENGTH} characters"
-        if isinstance(value, str) and any(ord(c) < 32 for c in value):
-            return f"{tag} holds control characters"
+        problem = field_problem(value)
+        if problem is not None:
+            return f"{tag} {problem}"
+    return None
+
+
+def field_problem(value: Any) -> str | None:
+    """Why a text merge field cannot hold *value* (to follow its name), or ``None``."""
+    if isinstance(value, str) and len(value) > MAX_FIELD_LENGTH:
+        return f"is longer than {MAX_FIELD_LENGTH} characters"
+    if isinstance(value, str) and any(ord(c) < 32 for c in value):
+        return "holds control characters"
     return None
 
 

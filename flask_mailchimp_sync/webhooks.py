@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, request
 from werkzeug.exceptions import BadRequest
 
-from . import emails, signals
+from . import emails, signals, staging
 from .client import MailchimpApi
 from .extension import get_extension, real_app
 from .models import utcnow
@@ -46,7 +47,8 @@ REQUIRED = {
     "profile": ("data[list_id]", "data[email]"),
     "upemail": ("data[list_id]", "data[old_email]", "data[new_email]"),
 }
-
+ADDRESSES = ("data[email]", "data[old_email]", "data[new_email]")
+NAMES = ("data[merges][FNAME]", "data[merges][LNAME]")
 
 EVENT_TYPE = re.compile(r"[A-Za-z_]{1,40}")
 
@@ -79,14 +81,69 @@ def receive(secret: str) -> Any:
     if request.method == "GET":
         return "ok"
     event = parse(request.form)
-    settings.webhook_last_event = event.type
-    settings.webhook_last_event_at = utcnow()
-    if event.list_id not in {a.audience_id for a in settings.audiences}:
-        log.info("Mailchimp webhook for an audience the shop does not sync: ignored")
+    _note(settings, event)
+    ignored = _ignored(extension, settings, event)
+    if ignored:
+        log.log(ignored[0], "Mailchimp %s webhook %s: ignored", event.type, ignored[1])
     else:
-        apply_event(extension, settings, event)
+        _apply(extension, settings, event)
     extension.db.session.commit()
     return "ok"
+
+
+def _apply(extension: MailchimpSync, settings: Any, event: Event) -> None:
+    """Apply *event*; a change the shop's database refuses is logged and acknowledged
+    (Mailchimp would only send the same event again, for 75 minutes)."""
+    session = extension.db.session
+    try:
+        apply_event(extension, settings, event)
+        session.flush()
+    except (sa.exc.IntegrityError, sa.exc.DataError) as refused:
+        session.rollback()
+        log.warning(
+            "Mailchimp %s webhook not applied: the shop's database refused it (%s)",
+            event.type,
+            type(refused.orig).__name__,
+        )
+        _note(settings, event)
+
+
+def _note(settings: Any, event: Event) -> None:
+    """The page shows the webhook's health: the last event received, applied or not."""
+    settings.webhook_last_event = event.type
+    settings.webhook_last_event_at = utcnow()
+
+
+def _ignored(extension: MailchimpSync, settings: Any, event: Event) -> tuple[int, str] | None:
+    """Why an event is acknowledged without being applied (a log level and the reason)."""
+    if event.list_id not in {a.audience_id for a in settings.audiences}:
+        return logging.INFO, "for an audience the shop does not sync"
+    if event.type in ("unsubscribe", "cleaned") and not _known(extension, event):
+        # Stored, it would block a contact the shop adds later with that address; Mailchimp
+        # itself says what such a member's status is when the shop first sends them.
+        return logging.INFO, "for an address the shop does not know"
+    if event.type == "upemail" and _remembered(extension, event.list_id, event.new_email):
+        return logging.WARNING, "onto an address the shop already knows as another member"
+    return None
+
+
+def _known(extension: MailchimpSync, event: Event) -> bool:
+    """Whether a shop contact has the event's address, or the shop remembers its member."""
+    if _remembered(extension, event.list_id, event.email):
+        return True
+    session = extension.db.session
+    return any(
+        source.instances_with_email(session, event.email)
+        for source in _sources_for(extension, event.list_id)
+    )
+
+
+def _remembered(extension: MailchimpSync, audience_id: str, email: str) -> bool:
+    State = extension.models.MemberState
+    query = sa.select(State.id).where(
+        State.audience_id == audience_id, State.subscriber_hash == emails.subscriber_hash(email)
+    )
+    return extension.db.session.execute(query).first() is not None
 
 
 def parse(form: Mapping[str, str]) -> Event:
@@ -99,16 +156,21 @@ def parse(form: Mapping[str, str]) -> Event:
     if any(not (form.get(key) or "").strip() for key in needed):
         raise MalformedEvent(f"A {kind!r} event needs {', '.join(needed)}.")
     values = {key: (form.get(key) or "").strip() for key in form}
-    for key in ("data[email]", "data[old_email]", "data[new_email]"):
-        if len(values.get(key, "")) > emails.MAX_LENGTH:
-            raise MalformedEvent(f"{key} is too long to be an email address.")
+    for key in ADDRESSES:
+        if values.get(key) and emails.problem(values[key]) is not None:
+            raise MalformedEvent(f"{key} is not an email address.")
+    # Names are read from profile events only: a name never stops an unsubscribe.
+    first, last = (values.get(key) if kind == "profile" else None for key in NAMES)
+    for key, name in zip(NAMES, (first, last), strict=True):
+        if name is not None and staging.field_problem(name) is not None:
+            raise MalformedEvent(f"{key} is not a name a merge field can hold.")
     return Event(
         type=kind,
         list_id=values["data[list_id]"][:32],
         email=values.get("data[email]") or values.get("data[old_email]", ""),
         new_email=values.get("data[new_email]", ""),
-        first_name=values.get("data[merges][FNAME]"),
-        last_name=values.get("data[merges][LNAME]"),
+        first_name=first,
+        last_name=last,
     )
 
 
