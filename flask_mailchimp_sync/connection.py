@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
+from . import public_url
 from .client import AudienceInfo, MailchimpApi
 from .crypto import data_center
 from .exceptions import MailchimpSyncError, StoredKeyUnreadableError
@@ -110,8 +111,9 @@ def register_webhooks(extension: MailchimpSync, *, rotate: bool = False) -> str 
     from .webhooks import register
 
     try:
+        public_url.check(current_app.config)  # the config may have changed since init_app
         register(extension, rotate=rotate)
-    except MailchimpSyncError as problem:
+    except (MailchimpSyncError, ValueError) as problem:  # mailchimp3 raises ValueError too
         extension.db.session.rollback()
         return (
             f"The webhook could not be registered ({problem}); every sync still reads unsubscribes."

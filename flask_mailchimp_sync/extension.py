@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import bounds
+from . import bounds, public_url
 from .exceptions import AccessDenied, AccessNotConfigured
 from .models import Models, models_for
 from .sources import ContactSource, FieldSpec, MergeFieldsSpec
@@ -112,6 +112,7 @@ class MailchimpSync:
             )
         for key, value in DEFAULT_CONFIG.items():
             app.config.setdefault(key, value)
+        public_url.check(app.config)
         app.extensions[EXTENSION_KEY] = _AppState(extension=self)
 
         from . import outbox, webhooks

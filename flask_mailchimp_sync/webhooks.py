@@ -28,6 +28,7 @@ from .client import MailchimpApi
 from .extension import get_extension, real_app
 from .models import utcnow
 from .outbox import FROM_MAILCHIMP
+from .public_url import webhook_url
 
 if TYPE_CHECKING:
     from .extension import MailchimpSync
@@ -314,13 +315,6 @@ def reconcile(extension: MailchimpSync) -> int:
 
 
 # -- registration ------------------------------------------------------------------------
-
-
-def webhook_url(config: Mapping[str, Any], secret: str) -> str | None:
-    public = config.get("MAILCHIMP_SYNC_PUBLIC_URL")
-    if not public:
-        return None
-    return f"{public.rstrip('/')}{config['MAILCHIMP_SYNC_URL_PREFIX'].rstrip('/')}/webhook/{secret}"
 
 
 def register(extension: MailchimpSync, *, rotate: bool = False) -> list[str]:
