@@ -29,6 +29,8 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "MAILCHIMP_SYNC_URL_PREFIX": "/preferences/integrations/mailchimp",
     # The host template the pages extend (blocks: title, head, content).
     "MAILCHIMP_SYNC_BASE_TEMPLATE": "mailchimp_sync/base.html",
+    # Who may show the staff pages in a frame (CSP frame-ancestors); None sends no header.
+    "MAILCHIMP_SYNC_FRAME_ANCESTORS": "'none'",
     # The shop's public address (https://shop.example); set, Connect registers a webhook
     # so unsubscribes in Mailchimp reach the shop at once.
     "MAILCHIMP_SYNC_PUBLIC_URL": None,
