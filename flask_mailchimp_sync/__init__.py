@@ -10,6 +10,7 @@ from .exceptions import (
     StoredKeyUnreadableError,
 )
 from .extension import DEFAULT_CONFIG, MailchimpSync, get_extension
+from .logs import RedactSecrets
 from .sources import Contact, ContactSource
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "InvalidApiKeyError",
     "MailchimpSync",
     "MailchimpSyncError",
+    "RedactSecrets",
     "StoredKeyUnreadableError",
     "__version__",
     "get_extension",

@@ -117,10 +117,11 @@ class MailchimpSync:
         public_url.check(app.config)
         app.extensions[EXTENSION_KEY] = _AppState(extension=self)
 
-        from . import outbox, webhooks
+        from . import logs, outbox, webhooks
         from .cli import mailchimp_cli
         from .views import blueprint
 
+        logs.setup()  # after the imports above: their loggers exist now
         outbox.attach(self)
         app.cli.add_command(mailchimp_cli)
         app.add_template_global(self.member_status, "mailchimp_status")
