@@ -61,7 +61,7 @@ def measure(mode: str, commits: int, db_url: str, api_url: str | None, api_key: 
             db.session.commit()
             timings.append((time.perf_counter() - started) * 1000)
         if mode == "with":
-            from flask_mailchimp_sync.jobs import stop_jobs
+            from flask_mailchimp_sync.testing import stop_jobs
 
             stop_jobs(app, timeout=120)
     return {

@@ -83,8 +83,8 @@ def child(step: str, db_url: str, api_url: str, api_key: str, audience: str) -> 
 
     from example_app import create_app, mailchimp
     from example_app.models import Customer, db
+    from flask_mailchimp_sync.engine.runner import SyncRunner
     from flask_mailchimp_sync.jobs import start_sync
-    from flask_mailchimp_sync.sync import SyncRunner
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "MAILCHIMP_SYNC_API_URL": api_url})
     with app.app_context():

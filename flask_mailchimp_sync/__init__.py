@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._state import get_extension
 from ._version import __version__
 from .exceptions import (
     ConfigurationError,
@@ -9,7 +10,7 @@ from .exceptions import (
     MailchimpSyncError,
     StoredKeyUnreadableError,
 )
-from .extension import DEFAULT_CONFIG, MailchimpSync, get_extension
+from .extension import DEFAULT_CONFIG, MailchimpSync
 from .logs import RedactSecrets
 from .sources import Contact, ContactSource
 

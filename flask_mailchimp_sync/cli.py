@@ -8,11 +8,10 @@ import click
 from flask.cli import AppGroup
 
 from . import connection
+from ._state import get_extension, real_app
 from .connection import AudienceChoice, ConnectionProblem
-from .exceptions import StoredKeyUnreadableError
-from .extension import get_extension
+from .exceptions import StoredKeyUnreadableError, SyncRefused
 from .jobs import execute_run, redis_url, start_sync
-from .sync import SyncRefused
 
 #: The outcome counts of a run, in the order they are shown.
 COUNTS = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
@@ -151,7 +150,7 @@ def describe_counts(run: Any) -> str:
 def reconcile_command() -> None:
     """Read unsubscribes and bounces from Mailchimp and turn those flags off in the shop."""
     from .exceptions import MailchimpSyncError
-    from .webhooks import reconcile
+    from .inbound import reconcile
 
     try:
         turned_off = reconcile(get_extension())
@@ -163,7 +162,7 @@ def reconcile_command() -> None:
 @mailchimp_cli.command("drain")
 def drain_command() -> None:
     """Deliver the real-time changes waiting in the outbox now."""
-    from .outbox import drain
+    from .engine.delivery import drain
 
     result = drain(get_extension(), due_only=False)
     click.echo(f"Delivered {result.delivered} change(s); {result.waiting} waiting.")
@@ -177,7 +176,6 @@ def worker_command(burst: bool) -> None:
     """Run an RQ worker for the sync jobs (needs MAILCHIMP_SYNC_REDIS_URL or REDIS_URL)."""
     from rq import SimpleWorker
 
-    from .extension import real_app
     from .jobs import DRAIN_JOB_PATH, queue
 
     app = real_app()

@@ -312,8 +312,13 @@ def _batch_results(archive: bytes, count: int) -> list[tuple[int, dict[str, Any]
 
 
 def backoff_delay(attempt: int, base: float, cap: float = 30.0) -> float:
-    """Exponential backoff with full jitter: spreads retries of many workers apart."""
-    return random.uniform(0, min(cap, base * 2**attempt))  # jitter, not cryptography
+    """Exponential backoff with full jitter: spreads retries of many workers apart.
+
+    The one backoff of the extension: Mailchimp calls, outbox retries and the
+    dispatcher's hand-overs to Redis differ only in *base* and *cap*.
+    """
+    ceiling = min(cap, base * 2 ** min(attempt, 32))
+    return random.uniform(0, ceiling)  # jitter, not cryptography
 
 
 def is_transient(status: int, *, titled: bool) -> bool:

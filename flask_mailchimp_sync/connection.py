@@ -8,6 +8,8 @@ reported at once and staff can simply press the button again.
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,9 +20,13 @@ from . import public_url
 from .client import AudienceInfo, MailchimpApi
 from .crypto import data_center
 from .exceptions import MailchimpSyncError, StoredKeyUnreadableError
+from .public_url import webhook_url
+from .sources import default_tag
 
 if TYPE_CHECKING:
     from .extension import MailchimpSync
+
+log = logging.getLogger(__name__)
 
 #: Mailchimp caps tag names at 100 characters.
 MAX_TAG_LENGTH = 100
@@ -52,10 +58,6 @@ def _staff_api(api_key: str) -> MailchimpApi:
     config = dict(current_app.config)
     config["MAILCHIMP_SYNC_TIMEOUT"] = min(float(config["MAILCHIMP_SYNC_TIMEOUT"]), STAFF_TIMEOUT)
     return MailchimpApi(api_key, config, retries=0)
-
-
-def default_tag(role: str) -> str:
-    return role.replace("_", " ").title()
 
 
 def connect(
@@ -108,8 +110,6 @@ def register_webhooks(extension: MailchimpSync, *, rotate: bool = False) -> str 
 
     A failure does not undo the connection: reconcile still brings unsubscribes in.
     """
-    from .webhooks import register
-
     try:
         public_url.check(current_app.config)  # the config may have changed since init_app
         register(extension, rotate=rotate)
@@ -127,8 +127,6 @@ def disconnect(extension: MailchimpSync) -> str | None:
 
     Returns a sentence for staff when a webhook had to be left in Mailchimp.
     """
-    from .webhooks import unregister
-
     store = extension.settings_store()
     settings = store.get()
     if settings is None:
@@ -184,3 +182,66 @@ def _save_choices(
             name=audience.name if audience else None,
             tag=(choice.tag or "").strip() or default_tag(role),
         )
+
+
+# -- the webhook, registered on Mailchimp ----------------------------------------------
+
+EVENTS = {"unsubscribe": True, "cleaned": True, "upemail": True, "profile": True,
+          "subscribe": False, "campaign": False}  # fmt: skip
+#: Only people and staff in Mailchimp: the shop's own API changes must not come back.
+SOURCES = {"user": True, "admin": True, "api": False}
+
+
+def register(extension: MailchimpSync, *, rotate: bool = False) -> list[str]:
+    """Register (or repair) the shop's webhook on every chosen audience.
+
+    Does nothing without ``MAILCHIMP_SYNC_PUBLIC_URL``. Returns the audiences done.
+    Raises :class:`~.exceptions.MailchimpApiError` when Mailchimp refuses.
+    """
+    store = extension.settings_store()
+    settings, api_key = store.get(), store.api_key()
+    config = current_app.config
+    if settings is None or api_key is None or not config.get("MAILCHIMP_SYNC_PUBLIC_URL"):
+        return []
+    if rotate or not settings.webhook_secret:
+        settings.webhook_secret = secrets.token_urlsafe(32)
+    url = webhook_url(config, settings.webhook_secret)
+    ours = webhook_url(config, "")
+    api = MailchimpApi(api_key, config, retries=1)
+    done = []
+    for audience_id in sorted({a.audience_id for a in settings.audiences}):
+        hooks = api.webhooks(audience_id)
+        keep = next((h for h in hooks if h["url"] == url and _configured(h)), None)
+        for hook in hooks:
+            if hook is not keep and hook["url"].startswith(ours):  # ours, but stale
+                api.delete_webhook(audience_id, hook["id"])
+        if keep is None:
+            keep = api.add_webhook(audience_id, {"url": url, "events": EVENTS, "sources": SOURCES})
+        for role_audience in settings.audiences:
+            if role_audience.audience_id == audience_id:
+                role_audience.webhook_id = keep["id"]
+        done.append(audience_id)
+    return done
+
+
+def unregister(extension: MailchimpSync) -> None:
+    """Remove the shop's webhooks (before forgetting the key); failures are logged."""
+    store = extension.settings_store()
+    settings, api_key = store.get(), store.api_key()
+    if settings is None or api_key is None:
+        return
+    api = MailchimpApi(api_key, current_app.config, retries=1)
+    for role_audience in settings.audiences:
+        if role_audience.webhook_id:
+            try:
+                api.delete_webhook(role_audience.audience_id, role_audience.webhook_id)
+            except Exception as error:  # the key may be revoked already: not a reason to stay
+                log.warning("Could not remove the Mailchimp webhook: %s", error)
+            role_audience.webhook_id = None
+
+
+def _configured(hook: Mapping[str, Any]) -> bool:
+    events, sources = hook.get("events", {}), hook.get("sources", {})
+    return all(events.get(k) == v for k, v in EVENTS.items() if v) and all(
+        sources.get(k) == v for k, v in SOURCES.items()
+    )

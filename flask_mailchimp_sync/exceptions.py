@@ -42,6 +42,10 @@ class StoredKeyUnreadableError(ConfigurationError):
         )
 
 
+class SyncRefused(MailchimpSyncError):
+    """A sync could not start: not connected, no audience chosen, or one is running."""
+
+
 class MailchimpApiError(MailchimpSyncError):
     """Mailchimp answered a call with an error.
 

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
 from . import bounds, public_url
+from ._state import EXTENSION_KEY, AppState, app_state
 from .exceptions import AccessDenied, AccessNotConfigured
 from .models import Models, models_for
 from .sources import ContactSource, FieldSpec, MergeFieldsSpec
 from .store import SettingsStore
-
-EXTENSION_KEY = "mailchimp_sync"
 
 #: Every config key the extension reads, with its default. Documented in the README.
 DEFAULT_CONFIG: Mapping[str, Any] = {
@@ -55,17 +53,6 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     # Contacts read from a host model per query.
     "MAILCHIMP_SYNC_CHUNK_SIZE": 1000,
 }
-
-
-@dataclass
-class _AppState:
-    """What the extension keeps per app, in ``app.extensions["mailchimp_sync"]``."""
-
-    extension: MailchimpSync
-    #: The background thread pool for jobs when no Redis is configured (made on first use).
-    executor: Any = None
-    #: The thread that hands outbox drains to the queue (made on first use).
-    dispatcher: Any = None
 
 
 class MailchimpSync:
@@ -115,14 +102,14 @@ class MailchimpSync:
         for key, value in DEFAULT_CONFIG.items():
             app.config.setdefault(key, value)
         public_url.check(app.config)
-        app.extensions[EXTENSION_KEY] = _AppState(extension=self)
+        app.extensions[EXTENSION_KEY] = AppState(extension=self)
 
-        from . import logs, outbox, webhooks
+        from . import logs, realtime, webhooks
         from .cli import mailchimp_cli
         from .views import blueprint
 
         logs.setup()  # after the imports above: their loggers exist now
-        outbox.attach(self)
+        realtime.attach(self)
         app.cli.add_command(mailchimp_cli)
         app.add_template_global(self.member_status, "mailchimp_status")
         prefix = app.config["MAILCHIMP_SYNC_URL_PREFIX"]
@@ -163,6 +150,7 @@ class MailchimpSync:
         last_name: FieldSpec | None = None,
         merge_fields: MergeFieldsSpec | None = None,
         set_marketing: Callable[[Any, bool], None] | None = None,
+        watch: Mapping[type, Callable[[Any], Any]] | None = None,
     ) -> ContactSource:
         """Register *model*'s rows as contacts of *role* (``"customer"``, ``"consignor"``...).
 
@@ -171,6 +159,10 @@ class MailchimpSync:
         *merge_fields* is a callable returning extra Mailchimp merge fields.
         *set_marketing* (``(instance, value)``) writes the flag when someone unsubscribes
         in Mailchimp and *marketing* is not an attribute path that can be written.
+        *watch* maps models more than one relationship away that a field reads to a
+        callable giving the contact instance (or instances) a changed row concerns, so
+        real-time updates follow them (the source's own model and the models one
+        relationship away are watched without it).
         """
         source = ContactSource(
             model,
@@ -181,6 +173,7 @@ class MailchimpSync:
             last_name=last_name,
             merge_fields=merge_fields,
             set_marketing=set_marketing,
+            watch=watch,
         )
         if any(existing.name == source.name for existing in self.sources):
             raise ValueError(f"{model.__name__} is already registered for role {role!r}.")
@@ -199,7 +192,7 @@ class MailchimpSync:
     def watches_by_model(self) -> dict[type, Any]:
         """The host models whose changes are delivered in real time (computed once)."""
         if self._watches is None:
-            from .outbox import watches_by_model
+            from .realtime import watches_by_model
 
             self._watches = watches_by_model(self)
         return self._watches
@@ -220,7 +213,7 @@ class MailchimpSync:
 
     def settings_store(self) -> SettingsStore:
         """Settings for the current app (needs an app context)."""
-        state = _state(current_app)
+        state = app_state(current_app)
         if state.extension is not self:
             raise RuntimeError("The current app is registered with another MailchimpSync object.")
         return SettingsStore(self.models, self.db.session(), current_app.config)
@@ -239,24 +232,3 @@ def _exempt_from_csrf(app: Flask, blueprint: Any) -> None:
 
     exempt()
     app.before_request_funcs.setdefault(None, []).insert(0, exempt)
-
-
-def _state(app: Flask) -> _AppState:
-    try:
-        state: _AppState = app.extensions[EXTENSION_KEY]
-    except KeyError:
-        raise RuntimeError(
-            f"MailchimpSync is not registered on the app {app.name!r}. Call "
-            "mailchimp.init_app(app) (or pass the app to MailchimpSync) before using it."
-        ) from None
-    return state
-
-
-def get_extension(app: Flask | None = None) -> MailchimpSync:
-    """The :class:`MailchimpSync` registered on *app* (default: the current app)."""
-    return _state(app if app is not None else current_app).extension
-
-
-def real_app() -> Flask:
-    """The current app itself, not the proxy: for signal senders and threads."""
-    return current_app._get_current_object()  # type: ignore[attr-defined]

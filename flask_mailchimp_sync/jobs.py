@@ -12,18 +12,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
 
-from . import locks
-from .exceptions import MailchimpSyncError, StoredKeyUnreadableError
-from .extension import real_app
+from ._state import app_state, get_extension, real_app
+from .client import backoff_delay
+from .engine import locks
+from .engine.delivery import drain
+from .engine.runner import SyncRunner, targets_for
+from .exceptions import MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
 from .models import as_utc, utcnow
-from .sync import SyncRefused, SyncRunner, targets_for
 
 if TYPE_CHECKING:
     from .extension import MailchimpSync
@@ -122,16 +124,14 @@ def _refuse_if_running(extension: MailchimpSync, audiences: list[str]) -> None:
     _fail_abandoned_runs(extension)
     # Real-time deliveries are short: a sync waits for them (see SyncRunner) instead.
     names = locks.audience_locks(audiences)
-    if locks.held(session, models.Lock, names, except_realtime=True):
+    if locks.held(session, models.Lock, names, except_deliveries=True):
         raise SyncRefused(
             "A sync of this audience is already running; it shows its progress below."
         )
     SyncRun = models.SyncRun
     waiting = session.execute(
         sa.select(SyncRun).where(
-            SyncRun.state.in_(["queued", "running"]),
-            SyncRun.dry_run.is_(False),
-            SyncRun.trigger != "realtime",
+            SyncRun.state.in_(["queued", "running"]), SyncRun.dry_run.is_(False)
         )
     ).scalars()
     if any(set(run.audiences.split(",")) & set(audiences) for run in waiting):
@@ -220,15 +220,11 @@ def _job_extension() -> MailchimpSync:
         raise RuntimeError(
             "Mailchimp sync jobs need the Flask app: run the worker with `flask mailchimp worker`."
         )
-    from .extension import get_extension
-
     return get_extension()
 
 
 def run_drain_job() -> None:
     """The job: deliver the outbox; schedules its own retry when something waits."""
-    from .outbox import drain
-
     extension = _job_extension()
     try:
         result = drain(extension)
@@ -300,14 +296,12 @@ class Dispatcher:
             except Exception as error:  # Redis down, most likely
                 failures += 1
                 log.warning("Could not queue delivery of Mailchimp changes (%s); retrying", error)
-                time.sleep(min(60.0, 0.5 * 2**failures))
+                time.sleep(max(0.5, backoff_delay(failures, 0.5, cap=60.0)))
                 self._wake.set()
 
 
 def dispatcher(app: Flask) -> Dispatcher:
-    from .extension import EXTENSION_KEY
-
-    state = app.extensions[EXTENSION_KEY]
+    state = app_state(app)
     with _dispatcher_lock:
         if state.dispatcher is None:
             state.dispatcher = Dispatcher(app)
@@ -331,60 +325,27 @@ def _run_in_app(app: Flask, run_id: int) -> None:
         run_sync_job(run_id)
 
 
-def _local(app: Flask) -> ThreadPoolExecutor:
-    from .extension import EXTENSION_KEY
-
-    state = app.extensions[EXTENSION_KEY]
+def _local(app: Flask) -> Any:
+    """Submit to this process's job thread (one: in-process jobs run one at a time)."""
+    state = app_state(app)
     if state.executor is None:
-        state.executor = _TrackingExecutor(max_workers=1, thread_name_prefix="mailchimp-sync")
-    return state.executor
+        state.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailchimp-sync")
+    return _Submitter(state)
 
 
-class _TrackingExecutor(ThreadPoolExecutor):
-    """Remembers its jobs, so tests and shutdown hooks can wait for them."""
+class _Submitter:
+    """Submits to the app's job thread, keeping the futures (to wait for them on shutdown)."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.futures: list[Future[Any]] = []
+    def __init__(self, state: Any) -> None:
+        self.state = state
 
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future = super().submit(fn, *args, **kwargs)
+    def submit(self, fn: Any, /, *args: Any) -> Future[Any]:
+        future = self.state.executor.submit(fn, *args)
         future.add_done_callback(_log_failure)
-        self.futures = [f for f in self.futures if not f.done()] + [future]
+        self.state.futures = [f for f in self.state.futures if not f.done()] + [future]
         return future
 
 
 def _log_failure(future: Future[Any]) -> None:
     if future.exception() is not None:
         log.error("A Mailchimp sync job failed", exc_info=future.exception())
-
-
-def stop_jobs(app: Flask, timeout: float = 30.0) -> None:
-    """Finish in-process jobs and stop scheduling new ones (tests, app shutdown)."""
-    from .extension import EXTENSION_KEY
-
-    wait_for_jobs(app, timeout)
-    state = app.extensions[EXTENSION_KEY]
-    if state.dispatcher is not None:
-        state.dispatcher.stop()
-    if state.executor is not None:
-        state.executor.shutdown(wait=True)
-
-
-def wait_for_jobs(app: Flask, timeout: float = 30.0) -> None:
-    """Wait until in-process jobs (and the drains commits asked for) are done.
-
-    For tests and graceful shutdowns; with RQ, workers do the jobs and this returns.
-    """
-    from .extension import EXTENSION_KEY
-
-    state = app.extensions[EXTENSION_KEY]
-    deadline = time.monotonic() + timeout
-    in_process = redis_url(app.config) is None
-    while time.monotonic() < deadline:
-        dispatching = in_process and state.dispatcher is not None and state.dispatcher.busy
-        futures = list(state.executor.futures) if state.executor is not None else []
-        if not dispatching and all(f.done() for f in futures):
-            return
-        wait(futures, timeout=0.05) if futures else time.sleep(0.01)
-    raise TimeoutError(f"Mailchimp jobs were still running after {timeout} s.")

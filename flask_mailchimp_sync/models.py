@@ -50,6 +50,7 @@ class Models:
     Outbox: Any
     SyncRun: Any
     SyncRunItem: Any
+    Delivery: Any
 
 
 _models_by_db: weakref.WeakKeyDictionary[SQLAlchemy, Models] = weakref.WeakKeyDictionary()
@@ -126,6 +127,12 @@ def _define(db: SQLAlchemy) -> Models:
         tag = sa.Column(sa.String(100))
         #: When the audience's member changes were last read from Mailchimp.
         pulled_at = sa.Column(Timestamp)
+        #: When the staff's first Sync of this audience finished: real-time deliveries
+        #: to it start only then.
+        first_synced_at = sa.Column(Timestamp)
+        #: The audience's merge tags, comma-separated, as read at the last Sync (what a
+        #: real-time delivery may send without asking Mailchimp again).
+        merge_tags = sa.Column(sa.Text)
         #: The id of the webhook the shop registered on this audience, if any.
         webhook_id = sa.Column(sa.String(32))
         settings = orm.relationship(lambda: MailchimpSettings, back_populates="audiences")
@@ -264,14 +271,42 @@ def _define(db: SQLAlchemy) -> Models:
         failed = sa.Column(sa.Integer, nullable=False, default=0)
         error = sa.Column(sa.Text)
 
+    class MailchimpDelivery(Base):
+        """One real-time delivery: the changed contacts sent, and what came of them.
+
+        Not a sync: deliveries have their own history (the real-time panel) and are
+        pruned after ``MAILCHIMP_SYNC_OUTBOX_RETENTION`` days.
+        """
+
+        __tablename__ = "mailchimp_sync_deliveries"
+
+        id = sa.Column(sa.Integer, primary_key=True)
+        store = sa.Column(sa.String(64), nullable=False, default=DEFAULT_STORE)
+        state = sa.Column(sa.String(16), nullable=False, default="running")
+        started_at = sa.Column(Timestamp, nullable=False, default=utcnow)
+        finished_at = sa.Column(Timestamp)
+        #: Changed contacts (outbox rows) the delivery took.
+        changes = sa.Column(sa.Integer, nullable=False, default=0)
+        added = sa.Column(sa.Integer, nullable=False, default=0)
+        updated = sa.Column(sa.Integer, nullable=False, default=0)
+        archived = sa.Column(sa.Integer, nullable=False, default=0)
+        unchanged = sa.Column(sa.Integer, nullable=False, default=0)
+        blocked = sa.Column(sa.Integer, nullable=False, default=0)
+        skipped = sa.Column(sa.Integer, nullable=False, default=0)
+        failed = sa.Column(sa.Integer, nullable=False, default=0)
+        error = sa.Column(sa.Text)
+
     class MailchimpSyncRunItem(Base):
-        """A contact a run skipped, found blocked or failed to send, and why."""
+        """A contact a run or delivery skipped, found blocked or failed to send, and why."""
 
         __tablename__ = "mailchimp_sync_run_items"
 
         id = sa.Column(sa.Integer, primary_key=True)
-        run_id = sa.Column(
-            sa.Integer, sa.ForeignKey("mailchimp_sync_runs.id"), nullable=False, index=True
+        run_id = sa.Column(sa.Integer, sa.ForeignKey("mailchimp_sync_runs.id"), index=True)
+        delivery_id = sa.Column(
+            sa.Integer,
+            sa.ForeignKey("mailchimp_sync_deliveries.id", ondelete="CASCADE"),
+            index=True,
         )
         outcome = sa.Column(sa.String(16), nullable=False)
         source = sa.Column(sa.String(200))
@@ -290,4 +325,5 @@ def _define(db: SQLAlchemy) -> Models:
         Outbox=MailchimpOutbox,
         SyncRun=MailchimpSyncRun,
         SyncRunItem=MailchimpSyncRunItem,
+        Delivery=MailchimpDelivery,
     )

@@ -17,6 +17,7 @@ however many contacts a shop has.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +26,20 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.sql.elements import ColumnElement
 
+from . import emails
+
+log = logging.getLogger(__name__)
+
 FieldSpec = str | ColumnElement[Any] | Callable[[Any], Any]
 MergeFieldsSpec = Callable[[Any], Mapping[str, Any]]
 
 #: Roles become Mailchimp tag names by default; Mailchimp caps a tag name at 100.
 MAX_ROLE_LENGTH = 100
+
+
+def default_tag(role: str) -> str:
+    """The Mailchimp tag a role's members get unless staff name another."""
+    return role.replace("_", " ").title()
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,7 @@ class ContactSource:
         last_name: FieldSpec | None = None,
         merge_fields: MergeFieldsSpec | None = None,
         set_marketing: Callable[[Any, bool], None] | None = None,
+        watch: Mapping[type, Callable[[Any], Any]] | None = None,
     ) -> None:
         if not isinstance(role, str) or not role.strip() or len(role) > MAX_ROLE_LENGTH:
             raise ValueError(
@@ -128,6 +139,9 @@ class ContactSource:
         self._primary_key: str = mapper.get_property_by_column(mapper.primary_key[0]).key
         self._merge_fields = merge_fields
         self._set_marketing = set_marketing
+        #: Deeper models the hooks watch on the host's word: model -> the contact
+        #: instance(s) a changed row concerns.
+        self.extra_watches: Mapping[type, Callable[[Any], Any]] = dict(watch or {})
         self._fields = [
             _Field(model, name, spec)
             for name, spec in (
@@ -139,8 +153,23 @@ class ContactSource:
             if spec is not None
         ]
 
+        self._warn_unfollowable()
+
     def __repr__(self) -> str:
         return f"<ContactSource {self.name}>"
+
+    def _warn_unfollowable(self) -> None:
+        """Say once, at registration, which fields real-time updates cannot follow."""
+        if self.extra_watches:
+            return  # the host said what to watch beyond one relationship
+        for f in self._fields:
+            if len(f.path) > 2:
+                log.warning(
+                    "%s: the %s path %r goes more than one relationship deep, so real-time "
+                    "updates miss changes to %r; the next Sync sends them. Pass watch={Model: "
+                    "lambda row: contact} to add_source to follow it.",
+                    self.name, f.name, ".".join(f.path), ".".join(f.path[:-1]),
+                )  # fmt: skip
 
     def _query(self) -> sa.Select[Any]:
         columns = [f.expression.label(f.label) for f in self._fields if f.expression is not None]
@@ -195,15 +224,41 @@ class ContactSource:
 
     def get_contact(self, session: orm.Session, key: Any) -> Contact | None:
         """Read the contact with primary key *key* (or its text), ``None`` when it is gone."""
-        primary_key = getattr(self.model, self._primary_key)
-        # Keys travel as text (outbox, run records): compare them as the column's type.
-        with contextlib.suppress(NotImplementedError, TypeError, ValueError):
-            key = primary_key.type.python_type(key)
-        row = session.execute(self._query().where(primary_key == key)).first()
+        row = self._row(session, key)
         return None if row is None else self.contact_from_row(row[0], row)
 
+    def get_instance(self, session: orm.Session, key: Any) -> Any:
+        """The model instance with primary key *key* (or its text), to change it."""
+        row = self._row(session, key)
+        return None if row is None else row[0]
+
+    def _row(self, session: orm.Session, key: Any) -> Any:
+        primary_key = getattr(self.model, self._primary_key)
+        return session.execute(self._query().where(primary_key == self._typed_key(key))).first()
+
+    def _typed_key(self, key: Any) -> Any:
+        # Keys travel as text (outbox, run records): compare them as the column's type.
+        with contextlib.suppress(NotImplementedError, TypeError, ValueError):
+            return getattr(self.model, self._primary_key).type.python_type(key)
+        return key
+
+    def existing_keys(self, session: orm.Session, keys: list[str]) -> set[str]:
+        """Which of *keys* (as text) still have a row, read 500 at a time."""
+        primary_key = getattr(self.model, self._primary_key)
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = [self._typed_key(key) for key in keys[start : start + 500]]
+            rows = session.execute(sa.select(primary_key).where(primary_key.in_(chunk)))
+            found.update(str(value) for value in rows.scalars())
+        return found
+
+    def key_of(self, instance: Any) -> str | None:
+        """The contact key of a model instance (also of one just inserted in a flush)."""
+        value = getattr(instance, self._primary_key, None)
+        return None if value is None else str(value)
+
     def contacts_with_email(self, session: orm.Session, email: str) -> list[Contact]:
-        """Every contact of this source whose address is *email* (any case, trimmed)."""
+        """Every contact of this source whose address is *email* (same identity)."""
         return [
             self.contact_from_row(instance, row)
             for instance, row in self._with_email(session, email)
@@ -214,20 +269,26 @@ class ContactSource:
         return [instance for instance, _row in self._with_email(session, email)]
 
     def _with_email(self, session: orm.Session, email: str) -> list[tuple[Any, Any]]:
+        """Rows whose address has *email*'s identity, decided in Python.
+
+        The extension finds contacts by their stored links first; this reads the host's
+        table for contacts no sync has linked yet. The SQL condition only narrows the
+        rows read (it matches the usual spellings); the identity decides.
+        """
         field = self._field("email")
         assert field is not None
+        wanted = emails.identity(email)
         column = field.expression
         if column is None and len(field.path) == 1 and field.path[0] in self._columns():
             column = getattr(self.model, field.path[0])
-        if column is None:  # a callable or a relationship path: read them all
-            wanted = email.lower()
-            return [
-                (row[0], row)
-                for row in session.execute(self._query())
-                if (_text(field.read(row[0], row)) or "").lower() == wanted
-            ]
-        query = self._query().where(sa.func.lower(sa.func.trim(column)) == email.lower())
-        return [(row[0], row) for row in session.execute(query)]
+        query = self._query()
+        if column is not None:  # else a callable or a relationship path: read them all
+            query = query.where(sa.func.lower(sa.func.trim(column)) == wanted)
+        return [
+            (row[0], row)
+            for row in session.execute(query)
+            if wanted is not None and emails.identity(_text(field.read(row[0], row))) == wanted
+        ]
 
     def _field(self, name: str) -> _Field | None:
         return next((f for f in self._fields if f.name == name), None)
@@ -278,58 +339,19 @@ class ContactSource:
         mapper: Any = sa.inspect(self.model)
         return {attribute.key for attribute in mapper.column_attrs}
 
-    def watches(self) -> list[Watch]:
-        """Which model changes concern this source's contacts, for real-time updates.
+    def watches(self) -> list[Any]:
+        """Which model changes concern this source's contacts (see :mod:`.watches`)."""
+        from .watches import watches_for
 
-        The model itself: the attributes the fields read (any column when a field is a
-        callable or SQL expression, since what those read is unknown). A model one
-        relationship away, for a field such as ``"preferences.accepts_marketing"``,
-        when that model holds the key of the contact (one-to-one or one-to-many).
-        """
-        simple = all(f.path for f in self._fields) and self._merge_fields is None
-        own = Watch(self, self.model, {f.path[0] for f in self._fields} if simple else None, None)
-        watches = [own]
-        mapper: Any = sa.inspect(self.model)
-        for f in self._fields:
-            if len(f.path) != 2 or f.path[0] not in mapper.relationships:
-                continue
-            relationship = mapper.relationships[f.path[0]]
-            for local, remote in relationship.local_remote_pairs or []:
-                if local is mapper.primary_key[0]:
-                    key_attribute = relationship.mapper.get_property_by_column(remote).key
-                    watches.append(
-                        Watch(self, relationship.mapper.class_, {f.path[1]}, key_attribute)
-                    )
-        return watches
+        return watches_for(self)
 
+    def reads_anything(self) -> bool:
+        """Whether a field is a callable or SQL expression, whose reads are unknown."""
+        return self._merge_fields is not None or any(not f.path for f in self._fields)
 
-@dataclass(frozen=True)
-class Watch:
-    """Changes of *model* (to *attributes*, or any column when ``None``) concern *source*.
-
-    *key_attribute* is the attribute of a related model holding the contact's key;
-    ``None`` when the model is the source's own.
-    """
-
-    source: ContactSource
-    model: type
-    attributes: set[str] | None
-    key_attribute: str | None
-
-    def contact_key(self, instance: Any) -> str | None:
-        if self.key_attribute is None:
-            key = sa.inspect(instance).identity
-            return str(key[0]) if key else None
-        value = getattr(instance, self.key_attribute, None)
-        return None if value is None else str(value)
-
-    def concerned(self, instance: Any) -> bool:
-        """Whether a pending change of *instance* touches what the source reads."""
-        state = sa.inspect(instance)
-        names = self.attributes
-        if names is None:
-            names = {a.key for a in state.mapper.column_attrs}
-        return any(state.attrs[name].history.has_changes() for name in names if name in state.attrs)
+    def paths(self) -> list[tuple[str, ...]]:
+        """The attribute paths the fields read."""
+        return [f.path for f in self._fields if f.path]
 
 
 def _text(value: Any) -> str | None:

@@ -93,6 +93,9 @@ class SettingsStore:
         if current is None:
             current = self.models.RoleAudience(role=role)
             settings.audiences.append(current)
+        if current.audience_id != audience_id:
+            # Another audience: read it afresh, and no real-time delivery before its Sync.
+            current.pulled_at = current.first_synced_at = current.merge_tags = None
         current.audience_id = audience_id
         current.audience_name = bounds.fit(self.models.RoleAudience, "audience_name", name)
         current.tag = tag

@@ -6,7 +6,7 @@ Views call into :mod:`.connection` and the models; nothing below them imports th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from flask import (
@@ -24,10 +24,10 @@ from flask import (
 from flask_wtf import FlaskForm
 
 from . import connection
+from ._state import get_extension, real_app
 from .client import AudienceInfo
 from .connection import AudienceChoice, ConnectionProblem, default_tag
-from .exceptions import MailchimpSyncError, StoredKeyUnreadableError
-from .extension import MailchimpSync, get_extension, real_app
+from .exceptions import MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
 from .forms import (
     NOT_SYNCED,
     DisconnectForm,
@@ -39,8 +39,10 @@ from .forms import (
     role_field,
 )
 from .jobs import dispatcher, start_sync
-from .outbox import outbox_summary
-from .sync import SyncRefused
+from .realtime import outbox_summary
+
+if TYPE_CHECKING:
+    from .extension import MailchimpSync
 
 blueprint = Blueprint("mailchimp_sync", __name__, template_folder="templates")
 

@@ -119,8 +119,8 @@ def sync(extension: MailchimpSync | None = None, **options: Any) -> Any:
     Of the example shop, or of *extension*.
     """
     from example_app import mailchimp as shop_extension
+    from flask_mailchimp_sync.engine.runner import SyncRunner
     from flask_mailchimp_sync.jobs import start_sync
-    from flask_mailchimp_sync.sync import SyncRunner
 
     mailchimp = extension or shop_extension
     run = start_sync(mailchimp, enqueue=False, trigger="test", **options)

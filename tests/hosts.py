@@ -122,9 +122,7 @@ def make_host(shape: str, database_url: str, api_url: str) -> Host:
             id = sa.Column(sa.Integer, primary_key=True)
         email = sa.Column(sa.String(255))
         opt_in = sa.Column(sa.Boolean, nullable=False, default=False)
-        prefs = db.relationship(
-            lambda: SupplierPrefs, uselist=False, cascade="all, delete-orphan"
-        )
+        prefs = db.relationship(lambda: SupplierPrefs, uselist=False, cascade="all, delete-orphan")
 
     class SupplierPrefs(db.Model):  # type: ignore[name-defined]
         __tablename__ = f"supplier_prefs_{suffix}"
@@ -138,7 +136,11 @@ def make_host(shape: str, database_url: str, api_url: str) -> Host:
     mailchimp = MailchimpSync(db=db)
     if shape == "callable":
         mailchimp.add_source(
-            Patron, role="customer", email="email", marketing=lambda p: bool(p.opt_in)
+            Patron,
+            role="customer",
+            email="email",
+            marketing=lambda p: bool(p.opt_in),
+            set_marketing=lambda p, value: setattr(p, "opt_in", value),
         )
         mailchimp.add_source(
             Supplier,
@@ -175,7 +177,7 @@ def make_host(shape: str, database_url: str, api_url: str) -> Host:
 
 
 def drop_host(host: Host) -> None:
-    from flask_mailchimp_sync.jobs import stop_jobs
+    from flask_mailchimp_sync.testing import stop_jobs
 
     stop_jobs(host.app)
     with host.app.app_context():
@@ -196,8 +198,8 @@ def connect(host: Host, api_key: str, audience_id: str, *, realtime: bool = True
 
 def sync(host: Host, **options: Any) -> Any:
     """A Sync (or preview, ``dry_run=True``) run to its end in this process."""
+    from flask_mailchimp_sync.engine.runner import SyncRunner
     from flask_mailchimp_sync.jobs import start_sync
-    from flask_mailchimp_sync.sync import SyncRunner
 
     run = start_sync(host.mailchimp, enqueue=False, trigger="test", **options)
     return SyncRunner(host.mailchimp, run.id).execute()
@@ -205,6 +207,6 @@ def sync(host: Host, **options: Any) -> Any:
 
 def drain(host: Host) -> Any:
     """Deliver the outbox now, whatever its retry times say."""
-    from flask_mailchimp_sync.outbox import drain as drain_outbox
+    from flask_mailchimp_sync.engine.delivery import drain as drain_outbox
 
     return drain_outbox(host.mailchimp, due_only=False)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from flask_mailchimp_sync.jobs import start_sync, wait_for_jobs
+from flask_mailchimp_sync.jobs import start_sync
+from flask_mailchimp_sync.testing import wait_for_jobs
 
 from .helpers import (
     RedisServer,

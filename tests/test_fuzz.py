@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_mailchimp_sync import StoredKeyUnreadableError, emails
-from flask_mailchimp_sync.jobs import wait_for_jobs
+from flask_mailchimp_sync.testing import wait_for_jobs
 
 from .helpers import PAGE, add_consignor, add_customer, csrf_token
 from .test_unreadable_key import lose_the_key

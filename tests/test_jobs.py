@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flask_mailchimp_sync.jobs import wait_for_jobs
+from flask_mailchimp_sync.testing import wait_for_jobs
 
 from .helpers import (
     NOTES,

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from flask_mailchimp_sync import RedactSecrets
-from flask_mailchimp_sync.jobs import wait_for_jobs
 from flask_mailchimp_sync.logs import redact
+from flask_mailchimp_sync.testing import wait_for_jobs
 
 from .helpers import PAGE, PUBLIC, add_consignor, add_customer, csrf_token, make_host, sync
 from .test_webhooks import PROFILE, UNSUBSCRIBE, UPEMAIL, body
@@ -87,7 +87,7 @@ def test_redact(text, shown):
 
 def test_the_extensions_lines_and_tracebacks_are_redacted(app, caplog):
     caplog.set_level(logging.INFO)
-    log = logging.getLogger("flask_mailchimp_sync.sync")
+    log = logging.getLogger("flask_mailchimp_sync.engine.runner")
     assert any(isinstance(f, RedactSecrets) for f in log.filters)
     try:
         raise ValueError("no member ben@mailbox.shop")

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from flask_mailchimp_sync.planner import ACTIVE, Action, Known, Wanted, decide
+from flask_mailchimp_sync.engine.planner import ACTIVE, Action, Known, Wanted, decide
 
 STATUSES = [None, "subscribed", "pending", "unsubscribed", "cleaned", "transactional", "archived"]
 WANTED = Wanted(
@@ -72,9 +72,25 @@ def test_tags_follow_roles():
 
 def test_an_email_change_moves_the_member():
     old = Known("subscribed", sent=True, fingerprint="x")
-    assert decide(WANTED, None, moved_from=old).action is Action.MOVE
-    # a member the shop never sent, or who left, is not moved: the new address is added
-    assert decide(WANTED, None, moved_from=Known("unsubscribed", sent=True)).action is Action.ADD
+    assert decide(WANTED, None, previous=old, can_move=True).action is Action.MOVE
+    # another contact still has the old address: its member stays, the new one is added
+    assert decide(WANTED, None, previous=old, can_move=False).action is Action.ADD
+    # a member the shop never sent is not taken along: the new address is added
+    assert decide(WANTED, None, previous=Known("subscribed"), can_move=True).action is Action.ADD
+
+
+@pytest.mark.parametrize("can_move", [False, True])
+@pytest.mark.parametrize("previous", list(knowns()))
+def test_consent_follows_the_person_to_a_new_address(previous, can_move):
+    decision = decide(WANTED, None, previous=previous, can_move=can_move)
+    blocked = previous.status in ("unsubscribed", "cleaned", "transactional") or (
+        previous.status == "archived" and not previous.archived_by_shop
+    )
+    if blocked:
+        assert decision.action is Action.BLOCKED
+        assert "before the address changed" in decision.reason
+    else:
+        assert decision.action in (Action.ADD, Action.MOVE)
 
 
 def test_a_refused_address_is_not_sent_again_until_it_changes():

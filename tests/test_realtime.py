@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from flask_mailchimp_sync import signals
-from flask_mailchimp_sync.jobs import wait_for_jobs
+from flask_mailchimp_sync.testing import wait_for_jobs
 
 from .helpers import (
     add_consignor,
@@ -24,7 +24,7 @@ PAGE = "/preferences/integrations/mailchimp/"
 
 @pytest.fixture
 def live(app, mailchimp_account):
-    """A connected shop with real-time updates on and one synced customer, Ben."""
+    """A connected shop, synced once, real-time updates on; then a new customer, Ben."""
     audience = mailchimp_account.customers.id
     with app.app_context():
         from example_app.models import db
@@ -32,6 +32,7 @@ def live(app, mailchimp_account):
         connect_shop(
             mailchimp_account.api_key, {"consignor": audience, "customer": audience}, realtime=True
         )
+        sync()  # the staff's first Sync: real-time deliveries start after it
         ben = add_customer(db, "Ben", "Baker", "ben@mailbox.shop")
         wait_for_jobs(app)
         return audience, ben.id
@@ -127,7 +128,7 @@ def test_a_deleted_contact_is_archived_unless_another_role_keeps_it(app, emulato
 
 def test_on_off_on_before_delivery_is_one_final_state(app, emulator, live):
     from example_app import mailchimp
-    from flask_mailchimp_sync import locks
+    from flask_mailchimp_sync.engine import locks
 
     audience, ben = live
     before = len(emulator.state.requests)
@@ -263,8 +264,8 @@ def test_delivered_changes_are_pruned_after_the_retention_period(app, emulator, 
     from datetime import timedelta
 
     from example_app import mailchimp
+    from flask_mailchimp_sync.engine.delivery import drain
     from flask_mailchimp_sync.models import utcnow
-    from flask_mailchimp_sync.outbox import prune
 
     with app.app_context():
         Outbox = mailchimp.models.Outbox
@@ -272,7 +273,7 @@ def test_delivered_changes_are_pruned_after_the_retention_period(app, emulator, 
             sa.update(Outbox).values(delivered_at=utcnow() - timedelta(days=8))
         )
         mailchimp.db.session.commit()
-        prune(mailchimp)
+        drain(mailchimp)  # every drain prunes first
         assert mailchimp.db.session.query(Outbox).count() == 0
 
 

@@ -92,6 +92,7 @@ def test_tables_are_prefixed_and_created_with_the_hosts_metadata(tmp_path):
         "mailchimp_sync_outbox",
         "mailchimp_sync_runs",
         "mailchimp_sync_run_items",
+        "mailchimp_sync_deliveries",
     }
     with app.app_context():
         db.create_all()

@@ -350,8 +350,8 @@ def test_bursts_of_429_across_a_large_sync(app, db, emulator, shared):
 
 def test_a_second_sync_while_one_runs_is_refused(db, shared):
     from example_app import mailchimp
-    from flask_mailchimp_sync import locks
-    from flask_mailchimp_sync.sync import SyncRefused
+    from flask_mailchimp_sync.engine import locks
+    from flask_mailchimp_sync.exceptions import SyncRefused
 
     add_customer(db, "Ben", "Baker", "ben@mailbox.shop")
     assert locks.acquire(
@@ -365,7 +365,7 @@ def test_a_second_sync_while_one_runs_is_refused(db, shared):
 
 
 def test_not_connected_or_no_audience_is_refused_with_a_reason(db, mailchimp_account):
-    from flask_mailchimp_sync.sync import SyncRefused
+    from flask_mailchimp_sync.exceptions import SyncRefused
 
     with pytest.raises(SyncRefused, match="Connect a Mailchimp account first"):
         sync()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from flask_mailchimp_sync.crypto import encrypt_api_key
-from flask_mailchimp_sync.jobs import run_sync_job, start_sync, wait_for_jobs
+from flask_mailchimp_sync.jobs import run_sync_job, start_sync
+from flask_mailchimp_sync.testing import wait_for_jobs
 
 from .helpers import connect_shop, csrf_token
 
@@ -138,7 +139,7 @@ def test_a_run_queued_before_the_secret_changed_ends_failed_not_queued(
 
 def test_any_error_before_a_run_starts_marks_it_failed(app, mailchimp_account, monkeypatch):
     from example_app import mailchimp
-    from flask_mailchimp_sync import sync
+    from flask_mailchimp_sync import jobs
 
     with app.app_context():
         connect_shop(mailchimp_account.api_key, {"customer": mailchimp_account.customers.id})
@@ -147,7 +148,7 @@ def test_any_error_before_a_run_starts_marks_it_failed(app, mailchimp_account, m
     def broken(*args, **kwargs):
         raise RuntimeError("a bug before the run's own error handling")
 
-    monkeypatch.setattr(sync, "targets_for", broken)
+    monkeypatch.setattr(jobs, "SyncRunner", broken)
     with app.app_context(), pytest.raises(RuntimeError):
         run_sync_job(run_id)
     ((state, error),) = runs(app)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flask_mailchimp_sync.jobs import wait_for_jobs
+from flask_mailchimp_sync.testing import wait_for_jobs
 
 from .helpers import PAGE, PUBLIC, add_consignor, add_customer, connect_shop, csrf_token, sync
 

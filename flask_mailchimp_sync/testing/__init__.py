@@ -7,5 +7,6 @@ Marketing API v3; point ``MAILCHIMP_SYNC_API_URL`` at its ``api_url``.
 from __future__ import annotations
 
 from .emulator import MailchimpEmulator
+from .jobs import stop_jobs, wait_for_jobs
 
-__all__ = ["MailchimpEmulator"]
+__all__ = ["MailchimpEmulator", "stop_jobs", "wait_for_jobs"]

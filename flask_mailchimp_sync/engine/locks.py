@@ -13,7 +13,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from .models import utcnow
+from ..models import utcnow
+
+#: Lock holders are "<kind>-<id>": a sync run, or a real-time delivery.
+RUN, DELIVERY = "run", "delivery"
+
+
+def holder(kind: str, ident: object) -> str:
+    """The name a sync run or a delivery holds its locks under."""
+    return f"{kind}-{ident}"
 
 
 def audience_locks(audience_ids: Iterable[str]) -> list[str]:
@@ -48,15 +56,15 @@ def release(session: Any, lock_model: Any, names: Iterable[str], holder: str) ->
 
 
 def held(
-    session: Any, lock_model: Any, names: Iterable[str], *, except_realtime: bool = False
+    session: Any, lock_model: Any, names: Iterable[str], *, except_deliveries: bool = False
 ) -> bool:
-    """Whether any of *names* is held and not expired (optionally: by a sync, not a
-    real-time delivery, whose holder names start with ``realtime-``)."""
+    """Whether any of *names* is held and not expired (with *except_deliveries*: not
+    counting real-time deliveries, which are short and which a sync waits for)."""
     query = sa.select(sa.func.count()).where(
         lock_model.name.in_(list(names)), lock_model.expires_at > utcnow()
     )
-    if except_realtime:
-        query = query.where(~lock_model.holder.startswith("realtime-"))
+    if except_deliveries:
+        query = query.where(~lock_model.holder.startswith(holder(DELIVERY, "")))
     return bool(session.execute(query).scalar())
 
 

@@ -6,8 +6,11 @@ Pure: no I/O, no clock. The consent rules of the product live here, in one place
 - an existing member's status is never changed, so someone who unsubscribed or was
   cleaned stays so and is reported as blocked;
 - only a member the shop itself archived is brought back when the flag is on again;
-- a member is archived only when the shop sent them and the flag went off (or the
-  contact is gone); people the shop never sent are never archived.
+- a member is archived only when the shop sent them (created them: added, moved or
+  restored) and the flag went off (or the contact is gone); people who joined another
+  way are never archived, even when the shop later updated their data;
+- consent follows the person: a contact whose member is unsubscribed or cleaned keeps
+  that block when its address changes (never a new subscription at the new address).
 """
 
 from __future__ import annotations
@@ -80,14 +83,16 @@ def decide(
     wanted: Wanted | None,
     known: Known | None,
     *,
-    moved_from: Known | None = None,
+    previous: Known | None = None,
+    can_move: bool = False,
     full: bool = False,
 ) -> Decision:
     """The one thing to do for a member.
 
     :param wanted: ``None`` when no shop contact has this address any more.
-    :param moved_from: what is known of the member a contact was last sent as, when
-        its address changed since.
+    :param previous: what is known of the member a contact of this address was last
+        sent as, when its address changed since (the person's own member).
+    :param can_move: no contact still has the previous address, so its member may move.
     :param full: resend data even when it looks unchanged.
     """
     if wanted is None or not wanted.consent:
@@ -102,8 +107,12 @@ def decide(
             # Refusals such as "looks fake" are final for the same data; retrying each
             # sync would only repeat them. A change to the contact, or --full, tries again.
             return Decision(Action.REJECTED, known.error)
-        if moved_from is not None and moved_from.sent and moved_from.status in ACTIVE:
-            return _with_tags(Action.MOVE, wanted, moved_from)
+        if previous is not None and blocks(previous):
+            # The person said no under their old address: a new address is not a new yes.
+            reason = _blocked_reason(str(previous.status))
+            return Decision(Action.BLOCKED, f"{reason} (before the address changed)")
+        if can_move and previous is not None and previous.sent and previous.status in ACTIVE:
+            return _with_tags(Action.MOVE, wanted, previous)
         return Decision(Action.ADD, add_tags=wanted.tags)
     if known.status == "archived":
         if known.archived_by_shop:
@@ -121,6 +130,14 @@ def blocked_by(status: str) -> Decision | None:
     if status in ACTIVE:
         return None
     return Decision(Action.BLOCKED, _blocked_reason(status))
+
+
+def blocks(known: Known | None) -> bool:
+    """Whether the member's state keeps its person from campaigns: unsubscribed,
+    cleaned, or archived by someone other than the shop."""
+    if known is None or known.status is None or known.status in ACTIVE:
+        return False
+    return not (known.status == "archived" and known.archived_by_shop)
 
 
 def _without_consent(known: Known | None) -> Decision:

@@ -15,9 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import bounds, emails
+from .. import bounds, emails
+from ..sources import Contact, ContactSource
 from .planner import Wanted
-from .sources import Contact, ContactSource
 
 #: Mailchimp's limit for a text merge field.
 MAX_FIELD_LENGTH = 255
@@ -75,24 +75,16 @@ def stage(
     targets: Iterable[Target],
     *,
     chunk_size: int = 1000,
-    only: Mapping[str, Sequence[Contact]] | None = None,
 ) -> Iterable[Skipped]:
     """Stage every contact of *targets*; yields the contacts with consent it had to skip.
 
-    With *only* (contacts by source name), stage just those: a real-time delivery.
     Rows go in with Core inserts (nothing kept in the session); the caller commits.
     """
     rows: list[dict[str, Any]] = []
     for target in targets:
         for source in target.sources:
-            contacts = (
-                source.iter_contacts(session, chunk_size=chunk_size)
-                if only is None
-                else only.get(source.name, [])
-            )
-            for contact in contacts:
-                row = _row(run_id, target, contact)
-                problem = contact_problem(contact) or bounds.problem(staged_model, row)
+            for contact in source.iter_contacts(session, chunk_size=chunk_size):
+                row, problem = checked_row(staged_model, run_id, target, contact)
                 if problem is not None:
                     if contact.marketing:  # without consent it would not be sent anyway
                         yield Skipped(contact, problem)
@@ -105,7 +97,16 @@ def stage(
         session.execute(sa.insert(staged_model), rows)
 
 
-def _row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
+def checked_row(
+    staged_model: Any, run_id: int, target: Target, contact: Contact
+) -> tuple[dict[str, Any], str | None]:
+    """The contact as a staged row, and why it cannot be sent or stored (or ``None``)."""
+    row = staged_row(run_id, target, contact)
+    return row, contact_problem(contact) or bounds.problem(staged_model, row)
+
+
+def staged_row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
+    """A contact as one row of ``mailchimp_sync_staged`` (a checked contact)."""
     email = emails.normalize(contact.email) or ""
     fields = json.dumps(contact_fields(contact), default=str, sort_keys=True)
     return {
@@ -119,7 +120,7 @@ def _row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
         "marketing": contact.marketing,
         "merge_fields": fields,
         "fingerprint": hashlib.sha256(
-            f"{email.lower()}|{contact.marketing}|{target.tag}|{fields}".encode()
+            f"{emails.identity(email)}|{contact.marketing}|{target.tag}|{fields}".encode()
         ).hexdigest(),
     }
 

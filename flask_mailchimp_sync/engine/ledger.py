@@ -1,0 +1,263 @@
+"""The member ledger: what the shop knows of each member, and which contact is which.
+
+A member state is keyed by (audience, subscriber hash), and every write here is an
+upsert on that key: a member seen twice in one run, a move onto an address the ledger
+already knows, or a webhook about a member a sync is recording can never raise a
+unique-constraint error. Contact links say which member each contact was last sent
+as; they are how consent follows a person whose address changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..models import DEFAULT_STORE, utcnow
+from .planner import Known, blocks
+
+
+def member_states(
+    session: Any, State: Any, audience_id: str, emails_by_hash: Mapping[str, str]
+) -> dict[str, Any]:
+    """The state of each member (ORM objects, to change), created where missing."""
+    if not emails_by_hash:
+        return {}
+    session.flush()  # states added in this transaction must be seen, not added again
+    _insert_missing(session, State, audience_id, emails_by_hash)
+    found = session.execute(
+        sa.select(State).where(
+            State.store == DEFAULT_STORE,
+            State.audience_id == audience_id,
+            State.subscriber_hash.in_(list(emails_by_hash)),
+        )
+    ).scalars()
+    return {state.subscriber_hash: state for state in found}
+
+
+def member_state(session: Any, State: Any, audience_id: str, member_hash: str, email: str) -> Any:
+    """The state of one member, created where missing."""
+    return member_states(session, State, audience_id, {member_hash: email})[member_hash]
+
+
+def _insert_missing(
+    session: Any, State: Any, audience_id: str, emails_by_hash: Mapping[str, str]
+) -> None:
+    rows = [
+        {"store": DEFAULT_STORE, "audience_id": audience_id, "subscriber_hash": member_hash,
+         "email": email, "sent": False, "archived_by_shop": False, "tags": ""}
+        for member_hash, email in emails_by_hash.items()
+    ]  # fmt: skip
+    dialect = session.get_bind(mapper=sa.inspect(State)).dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        session.execute(insert(State).on_conflict_do_nothing(), rows)
+        return
+    # Other databases: one savepoint a row, so a row another writer added is skipped.
+    existing = set(
+        session.execute(
+            sa.select(State.subscriber_hash).where(
+                State.store == DEFAULT_STORE,
+                State.audience_id == audience_id,
+                State.subscriber_hash.in_(list(emails_by_hash)),
+            )
+        ).scalars()
+    )
+    for row in rows:
+        if row["subscriber_hash"] in existing:
+            continue
+        try:
+            with session.begin_nested():
+                session.execute(sa.insert(State), [row])
+        except exc.IntegrityError:
+            pass
+
+
+def rekey(session: Any, State: Any, state: Any, member_hash: str, email: str) -> None:
+    """Move *state* to another address: the member itself moved in Mailchimp.
+
+    Whatever the ledger held for the new address is stale (Mailchimp moves a member
+    only onto an address it has no member for), so that row gives way.
+    """
+    if state.subscriber_hash != member_hash:
+        session.execute(
+            sa.delete(State).where(
+                State.store == state.store,
+                State.audience_id == state.audience_id,
+                State.subscriber_hash == member_hash,
+                State.id != state.id,
+            )
+        )
+        state.subscriber_hash = member_hash
+    state.email = email
+
+
+def linked_contacts(
+    session: Any, Link: Any, audience_id: str, hashes: Iterable[str]
+) -> set[tuple[str, str]]:
+    """The contacts (source name, key) last sent as these members."""
+    rows = session.execute(
+        sa.select(Link.source, Link.contact_key).where(
+            Link.store == DEFAULT_STORE,
+            Link.audience_id == audience_id,
+            Link.subscriber_hash.in_(list(set(hashes))),
+        )
+    )
+    return {(source, key) for source, key in rows}
+
+
+def known(state: Any) -> Known | None:
+    """What a state row tells the planner."""
+    if state is None:
+        return None
+    return Known(
+        status=state.status,
+        sent=bool(state.sent),
+        archived_by_shop=bool(state.archived_by_shop),
+        fingerprint=state.fingerprint,
+        tags=frozenset(t for t in (state.tags or "").split(",") if t),
+        error=state.last_error,
+    )
+
+
+def set_status(state: Any, status: str, email: str) -> None:
+    """Note Mailchimp's status of a member (and when it changed)."""
+    if state.status != status:
+        state.status = status
+        state.status_changed_at = utcnow()
+    state.email = email
+
+
+def states_read(
+    session: Any, State: Any, audience_id: str, hashes: Iterable[str]
+) -> dict[str, Any]:
+    """What is known of these members, as plain rows (cheap: nothing to change)."""
+    rows = session.execute(
+        sa.select(*State.__table__.c).where(
+            State.store == DEFAULT_STORE,
+            State.audience_id == audience_id,
+            State.subscriber_hash.in_(list(hashes)),
+        )
+    )
+    return {row.subscriber_hash: row for row in rows}
+
+
+def moved_contacts(
+    links: Mapping[tuple[str, str], Any], audience_id: str, groups: Mapping[str, list[Any]]
+) -> dict[str, set[str]]:
+    """For each address, the other members of the audience its contacts were last sent as."""
+    moved: dict[str, set[str]] = {}
+    for member_hash, rows in groups.items():
+        for row in rows:
+            link = links.get((row.source, row.contact_key))
+            if (
+                link is not None
+                and link.audience_id == audience_id
+                and link.subscriber_hash != member_hash
+            ):
+                moved.setdefault(member_hash, set()).add(link.subscriber_hash)
+    return moved
+
+
+def previous_members(
+    moved: Mapping[str, set[str]], states: Mapping[str, Any], still_used: set[str]
+) -> dict[str, tuple[Any, bool]]:
+    """For each address a contact moved to: the member it was last sent as, and whether
+    that member may move along (no contact still has its address).
+
+    When contacts of one address come from several members, a member that blocks
+    (unsubscribed, cleaned, archived by someone else) is the one that counts.
+    """
+    previous = {}
+    for new, old_hashes in moved.items():
+        candidates = [states[old] for old in sorted(old_hashes) if old in states]
+        if not candidates:
+            continue
+        blocking = [state for state in candidates if blocks(known(state))]
+        chosen = (blocking or candidates)[0]
+        alone = len(old_hashes) == 1 and chosen.subscriber_hash not in still_used
+        previous[new] = (chosen, alone)
+    return previous
+
+
+class Links:
+    """Which member each contact was last sent as: read for a page, written in bulk."""
+
+    def __init__(self, session: Any, Link: Any) -> None:
+        self.session = session
+        self.Link = Link
+        self.by_contact: dict[tuple[str, str], Any] = {}
+        self._new: list[dict[str, Any]] = []
+        self._moved: list[dict[str, Any]] = []
+
+    def load(self, contacts: Iterable[tuple[str, str]]) -> None:
+        """Read the links of these (source, key) contacts."""
+        keys = {key for _, key in contacts}
+        rows = self.session.execute(
+            sa.select(*self.Link.__table__.c).where(self.Link.contact_key.in_(keys))
+        )
+        self.by_contact = {(link.source, link.contact_key): link for link in rows}
+
+    def get(self, contact: tuple[str, str]) -> Any:
+        return self.by_contact.get(contact)
+
+    def snapshot(self) -> dict[tuple[str, str], Any]:
+        return dict(self.by_contact)
+
+    def restore(self, snapshot: dict[tuple[str, str], Any]) -> None:
+        self.by_contact = dict(snapshot)
+        self._new, self._moved = [], []
+
+    def link(self, audience_id: str, member_hash: str, rows: Iterable[Any], *, move: bool) -> None:
+        """Link each contact (staged row) to the member; with ``move`` off, a contact
+        linked to another member stays linked to it."""
+        for row in rows:
+            contact = (row.source, row.contact_key)
+            link = self.by_contact.get(contact)
+            if link is None:
+                self._new.append(
+                    {"source": row.source, "contact_key": row.contact_key,
+                     "audience_id": audience_id, "subscriber_hash": member_hash,
+                     "fingerprint": row.fingerprint}
+                )  # fmt: skip
+                # One contact, one link, even if a page meets it twice.
+                self.by_contact[contact] = _Pending(audience_id, member_hash, row.fingerprint)
+            elif (
+                move
+                and not isinstance(link, _Pending)
+                and (link.audience_id, link.subscriber_hash, link.fingerprint)
+                != (audience_id, member_hash, row.fingerprint)
+            ):
+                self._moved.append(
+                    {"link_id": link.id, "audience_id": audience_id,
+                     "subscriber_hash": member_hash, "fingerprint": row.fingerprint}
+                )  # fmt: skip
+
+    def write(self) -> None:
+        """The new and changed links, in two statements (not one per contact)."""
+        table = self.Link.__table__
+        if self._new:
+            self.session.execute(sa.insert(self.Link), self._new)
+        if self._moved:
+            self.session.execute(
+                sa.update(table)
+                .where(table.c.id == sa.bindparam("link_id"))
+                .values(audience_id=sa.bindparam("audience_id"),
+                        subscriber_hash=sa.bindparam("subscriber_hash"),
+                        fingerprint=sa.bindparam("fingerprint")),
+                self._moved,
+            )  # fmt: skip
+        self._new, self._moved = [], []
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A link written with the page: a second sighting of its contact is not a move."""
+
+    audience_id: str
+    subscriber_hash: str
+    fingerprint: str

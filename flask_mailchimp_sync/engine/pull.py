@@ -1,0 +1,112 @@
+"""Mailchimp's side of an audience, read: every member the first time, later what changed.
+
+The first read matches members already in Mailchimp with the shop's data, so a shop
+moving from another integration is not sent again (matched members are not the shop's:
+it never archives them). Later reads take only members who unsubscribed, bounced or
+were archived since the last look, with an overlap against clock skew; unsubscribes and
+bounces are applied to the shop (reconcile). Syncs and ``flask mailchimp reconcile``
+share one pull window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .. import emails
+from ..client import MailchimpApi
+from ..models import as_utc
+from . import ledger, shop, staging
+from .planner import Wanted
+
+if TYPE_CHECKING:
+    from ..extension import MailchimpSync
+
+#: Mailchimp's own changes are read again with this overlap, against clock skew.
+PULL_OVERLAP = timedelta(minutes=5)
+#: The statuses that take a member out of campaigns, read after the first time.
+LEFT = ("unsubscribed", "cleaned", "archived")
+
+
+def pull_window(role_audiences: Sequence[Any]) -> datetime | None:
+    """Since when to read an audience's changes; ``None`` until every role sharing the
+    audience has been read once."""
+    pulled = [a.pulled_at for a in role_audiences if a.pulled_at is not None]
+    if not pulled or len(pulled) != len(role_audiences):
+        return None
+    return as_utc(min(pulled)) - PULL_OVERLAP
+
+
+def read_members(
+    api: MailchimpApi, audience_id: str, since: datetime | None, statuses: Iterable[str] | None
+) -> Iterator[dict[str, Any]]:
+    """Members of *statuses* changed since *since*; every member when *statuses* is None."""
+    if statuses is None:
+        yield from api.iter_members(audience_id, since=since)
+        return
+    for status in statuses:
+        yield from api.iter_members(audience_id, since=since, status=status)
+
+
+def learn(
+    extension: MailchimpSync,
+    audience_id: str,
+    remote: list[dict[str, Any]],
+    groups: Callable[[Sequence[str]], Mapping[str, list[Any]]],
+    merge_tags: set[str],
+    *,
+    apply: bool,
+) -> set[str]:
+    """Note what Mailchimp holds of a page of members; returns those whose status changed.
+
+    *groups* gives the shop's staged contacts of some addresses. With *apply*,
+    unsubscribes and bounces turn the shop's flags off, and members with exactly the
+    shop's data are matched.
+    """
+    session, State = extension.db.session, extension.models.MemberState
+    remote = [m for m in remote if emails.identity(m.get("email_address"))]
+    hashes = [emails.subscriber_hash(m["email_address"]) for m in remote]
+    # A member may come back twice in one run (pages shift, or the archived pass repeats
+    # it): states are upserted, and a second sighting updates the first.
+    states = ledger.member_states(
+        session,
+        State,
+        audience_id,
+        dict(zip(hashes, (m["email_address"] for m in remote), strict=True)),
+    )
+    staged = groups(hashes)
+    learned = set()
+    for member, member_hash in zip(remote, hashes, strict=True):
+        state = states[member_hash]
+        status, email = str(member.get("status") or ""), member["email_address"]
+        here = staged.get(member_hash, [])
+        if state.status != status:
+            learned.add(member_hash)
+        # Also when the status is known already (a preview noted it) but a contact still
+        # consents: the shop's flag follows Mailchimp's unsubscribe either way.
+        news = state.status != status or any(c.marketing for c in here)
+        if status in ("unsubscribed", "cleaned") and apply and news:
+            contacts = {(c.source, c.contact_key) for c in here}
+            shop.withdraw(extension, audience_id, email, status, contacts=contacts)
+        ledger.set_status(state, status, email)
+        if state.fingerprint is None and here and apply:
+            _match(state, member, staging.wanted_member(here, merge_tags))
+    return learned
+
+
+def _match(state: Any, remote: Mapping[str, Any], wanted: Wanted) -> None:
+    """A member already in Mailchimp with exactly the shop's data needs no write.
+
+    Matched, not sent: the shop did not create this member, so it never archives them.
+    """
+    remote_tags = {t["name"] for t in remote.get("tags", [])}
+    theirs = Wanted(
+        email=remote["email_address"],
+        consent=wanted.consent,
+        tags=frozenset(wanted.tags & remote_tags),
+        merge_fields={k: remote.get("merge_fields", {}).get(k) for k in wanted.merge_fields},
+    )
+    if theirs.fingerprint == wanted.fingerprint:
+        state.fingerprint = wanted.fingerprint
+        state.tags = ",".join(sorted(wanted.tags))

@@ -1,0 +1,340 @@
+"""A Sync (or Preview): the shop's contacts, through the planner, into Mailchimp.
+
+A run goes: mark the outbox rows it will cover; stage the shop's contacts
+(:mod:`.staging`); read what Mailchimp changed (:mod:`.pull`); then, 500 addresses at a
+time (:mod:`.select`), decide (:mod:`.planner`), send (:mod:`.sender`) and record
+(:mod:`.recorder`); archives of departed contacts last. Progress and outcomes are
+committed after every page, so a run killed midway leaves a true record and the next
+run simply does what is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from flask import current_app
+
+from .. import signals
+from .._state import real_app
+from ..client import MailchimpApi
+from ..exceptions import MailchimpSyncError, SyncRefused
+from ..models import utcnow
+from ..sources import default_tag
+from . import ledger, locks, pull, staging
+from .members import Member, as_planned
+from .outbox import Outbox
+from .planner import decide
+from .recorder import Recorder
+from .select import RunSelection
+from .sender import Sender
+from .staging import Target
+
+if TYPE_CHECKING:
+    from ..extension import MailchimpSync
+
+log = logging.getLogger(__name__)
+
+#: Seconds a sync waits for a real-time delivery to release an audience.
+LOCK_PATIENCE = 30.0
+
+
+def targets_for(extension: MailchimpSync, settings: Any, role: str | None) -> list[Target]:
+    """The roles a run covers (those with an audience chosen).
+
+    ``role`` picks audiences: every role sharing an audience with it is synced too,
+    or that audience's other members would look departed and be archived.
+    """
+    picked = {a.audience_id for a in settings.audiences if role is None or a.role == role}
+    chosen = [a for a in settings.audiences if a.audience_id in picked]
+    return [
+        Target(a.role, a.audience_id, a.tag or default_tag(a.role), extension.sources_for(a.role))
+        for a in chosen
+        if extension.sources_for(a.role)
+    ]
+
+
+class SyncRunner:
+    """Carries out one :class:`SyncRun` (needs the app context)."""
+
+    def __init__(self, extension: MailchimpSync, run_id: int) -> None:
+        self.extension = extension
+        self.models = extension.models
+        self.session: Any = extension.db.session
+        self.config = current_app.config
+        self.app = real_app()
+        self.run: Any = self.session.get(self.models.SyncRun, run_id)
+        if self.run is None:
+            raise SyncRefused(f"There is no sync run #{run_id}.")
+        self.holder = locks.holder("run", run_id)
+        self.lock_names: list[str] = []
+        self.merge_tags: dict[str, set[str]] = {}
+        self.learned: dict[str, set[str]] = {}  # members whose status Mailchimp changed
+        self.selection = RunSelection(self.session, self.models, run_id)
+        self.recorder = Recorder(
+            extension, self.run, {"run_id": run_id}, dry_run=bool(self.run.dry_run)
+        )
+        self.outbox = Outbox(self.session, self.models)
+        self._beat = 0.0
+
+    # -- the run ------------------------------------------------------------------------
+
+    def execute(self, on_progress: Callable[[Any], None] | None = None) -> Any:
+        self.on_progress = on_progress or (lambda run: None)
+        try:
+            return self._execute()
+        except MailchimpSyncError as problem:
+            self.session.rollback()
+            return self._fail(str(problem))
+        except Exception:
+            self.session.rollback()
+            log.exception("Mailchimp sync run %s failed", self.run.id)
+            self._fail("The sync stopped on an unexpected error; the log has the details.")
+            raise
+        finally:
+            self._cleanup()
+
+    def _execute(self) -> Any:
+        store = self.extension.settings_store()
+        settings, api_key = store.get(), store.api_key()
+        if settings is None or api_key is None:
+            return self._fail("Connect a Mailchimp account first.")
+        targets = targets_for(self.extension, settings, self.run.role)
+        if not targets:
+            return self._fail(
+                "No audience is chosen for any role yet: pick one on the Mailchimp page."
+            )
+        audience_ids = sorted({t.audience_id for t in targets})
+        self.run.audiences = ",".join(audience_ids)
+        if not self._take_locks([] if self.run.dry_run else locks.audience_locks(audience_ids)):
+            return self._fail("A sync of this audience is already running.")
+        self._start()
+        api = MailchimpApi(api_key, self.config)
+        new_status = "pending" if settings.double_opt_in else "subscribed"
+        self.sender = Sender(api, self.config, new_status)
+        if not self.run.dry_run:
+            self.outbox.claim(self.run.id, {s.name for t in targets for s in t.sources})
+        self._stage(targets)
+        for audience_id in audience_ids:
+            role_audiences = [a for a in settings.audiences if a.audience_id == audience_id]
+            self._phase(f"reading Mailchimp ({role_audiences[0].audience_name or audience_id})")
+            self._read_mailchimp(api, audience_id, role_audiences)
+        self.run.total = self.selection.address_count() + sum(
+            self.selection.departed_count(a) for a in audience_ids
+        )
+        self._phase("previewing" if self.run.dry_run else "sending")
+        for audience_id in audience_ids:
+            self._sync_audience(audience_id)
+            self._archive_departed(audience_id)
+        return self._finish(settings, audience_ids)
+
+    def _take_locks(self, names: list[str]) -> bool:
+        """Take the audiences' locks, waiting a little for a real-time delivery."""
+        ttl = float(self.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"])
+        deadline = time.monotonic() + LOCK_PATIENCE
+        while not locks.acquire(self.session, self.models.Lock, names, self.holder, ttl):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+        self.lock_names = names
+        return True
+
+    def _start(self) -> None:
+        self.run.state = "running"
+        self.run.started_at = utcnow()
+        self._phase("preparing")
+        signals.sync_started.send(self.app, run=self.run)
+
+    def _phase(self, phase: str) -> None:
+        self.run.phase = phase
+        self._commit()
+
+    def _commit(self) -> None:
+        """Commit the page, then tell the host (signals go out after the commit)."""
+        self.session.commit()
+        self.recorder.send_signals()
+        self.on_progress(self.run)
+
+    def _finish(self, settings: Any, audience_ids: Sequence[str]) -> Any:
+        self.run.state = "done"
+        self.run.phase = None
+        self.run.finished_at = utcnow()
+        if not self.run.dry_run:
+            self.outbox.delivered_by_run(self.run.id)
+            for role_audience in settings.audiences:
+                if role_audience.audience_id in audience_ids:
+                    role_audience.first_synced_at = role_audience.first_synced_at or utcnow()
+        self._commit()
+        signals.sync_finished.send(self.app, run=self.run)
+        return self.run
+
+    def _fail(self, message: str) -> Any:
+        self.run.state = "failed"
+        self.run.error = message
+        self.run.finished_at = utcnow()
+        self.session.commit()
+        signals.sync_finished.send(self.app, run=self.run)
+        return self.run
+
+    def _cleanup(self) -> None:
+        staged = self.models.StagedContact
+        self.session.execute(sa.delete(staged).where(staged.run_id == self.run.id))
+        self.session.commit()
+        if self.lock_names:
+            locks.release(self.session, self.models.Lock, self.lock_names, self.holder)
+
+    def _heartbeat(self) -> None:
+        """Keep the locks alive (at most every tenth of their lifetime: cheap pages)."""
+        ttl = float(self.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"])
+        now = time.monotonic()
+        if self.lock_names and now - self._beat >= ttl / 10:
+            locks.refresh(self.session, self.models.Lock, self.lock_names, self.holder, ttl)
+            self._beat = now
+
+    # -- stage and read -----------------------------------------------------------------
+
+    def _stage(self, targets: Sequence[Target]) -> None:
+        chunk = int(self.config["MAILCHIMP_SYNC_CHUNK_SIZE"])
+        staged = self.models.StagedContact
+        for skipped in staging.stage(self.session, staged, self.run.id, targets, chunk_size=chunk):
+            self.run.skipped += 1
+            contact = skipped.contact
+            self.recorder.item(
+                "skipped", skipped.reason,
+                source=contact.source, contact_key=contact.key, email=contact.email,
+            )  # fmt: skip
+        self.session.commit()
+
+    def _read_mailchimp(
+        self, api: MailchimpApi, audience_id: str, role_audiences: list[Any]
+    ) -> None:
+        """The audience's merge tags (cached for deliveries) and its members' changes."""
+        tags = api.merge_field_tags(audience_id)
+        self.merge_tags[audience_id] = tags
+        since = pull.pull_window(role_audiences)
+        started = utcnow()
+        remote = pull.read_members(api, audience_id, since, None if since is None else pull.LEFT)
+        learned: set[str] = set()
+        for page in _pages(remote, 500):
+            learned |= pull.learn(
+                self.extension, audience_id, page,
+                lambda hashes: self.selection.groups(audience_id, hashes),
+                tags, apply=not self.run.dry_run,
+            )  # fmt: skip
+        self.learned[audience_id] = learned
+        if not self.run.dry_run:
+            for role_audience in role_audiences:
+                role_audience.pulled_at = started
+                role_audience.merge_tags = ",".join(sorted(tags))
+        self.session.commit()
+
+    # -- plan, send, record -------------------------------------------------------------
+
+    def _sync_audience(self, audience_id: str) -> None:
+        """Every address with a contact changed since it was last handled (all with
+        ``full``), 500 at a time; the rest are counted unchanged."""
+        everyone = self.selection.address_count(audience_id)
+        also = self.learned.get(audience_id, set()) | self.selection.left(audience_id)
+        handled = 0
+        for hashes in self.selection.pages(audience_id, changed_only=not self.run.full, also=also):
+            handled += len(hashes)
+            self._process(audience_id, self._plan(audience_id, hashes))
+        if not self.run.dry_run:
+            self._forget_links_of_deleted_contacts(audience_id)
+        self.run.unchanged += everyone - handled
+        self.run.processed += everyone - handled
+        self._commit()
+
+    def _plan(self, audience_id: str, hashes: list[str]) -> list[Member]:
+        groups = self.selection.groups(audience_id, hashes)
+        states = ledger.states_read(self.session, self.models.MemberState, audience_id, hashes)
+        links = self.recorder.links
+        links.load((row.source, row.contact_key) for rows in groups.values() for row in rows)
+        moved = ledger.moved_contacts(links.by_contact, audience_id, groups)
+        olds = set().union(*moved.values()) if moved else set()
+        previous = ledger.previous_members(
+            moved,
+            ledger.states_read(self.session, self.models.MemberState, audience_id, olds),
+            self.selection.in_use(audience_id, olds),
+        )
+        return [
+            plan_member(member_hash, groups[member_hash], states.get(member_hash),
+                        previous.get(member_hash), self.merge_tags[audience_id],
+                        full=bool(self.run.full))
+            for member_hash in hashes
+        ]  # fmt: skip
+
+    def _archive_departed(self, audience_id: str) -> None:
+        """Members the shop created whose contacts are gone from the shop."""
+        last_id = 0
+        while states := self.selection.departed(audience_id, last_id):
+            last_id = states[-1].id
+            self._process(audience_id, [departed_member(state) for state in states])
+
+    def _process(self, audience_id: str, members: list[Member]) -> None:
+        if self.run.dry_run:
+            outcomes = [as_planned(m) for m in members]
+        else:
+            outcomes = self.sender.send(audience_id, members)
+        self.recorder.record(audience_id, outcomes)
+        self.run.processed += len(members)
+        self._heartbeat()
+        self._commit()
+
+    def _forget_links_of_deleted_contacts(self, audience_id: str) -> None:
+        """Forget the links of contacts gone from the shop.
+
+        A contact still there but not staged (its address is blank or invalid now)
+        keeps its link: the block of its member follows it to its next address.
+        """
+        sources = {source.name: source for source in self.extension.sources}
+        by_source: dict[str, list[Any]] = {}
+        for row in self.selection.unstaged_links(audience_id):
+            by_source.setdefault(row.source, []).append(row)
+        gone = []
+        for name, rows in by_source.items():
+            source = sources.get(name)
+            keys = [row.contact_key for row in rows]
+            still = source.existing_keys(self.session, keys) if source is not None else set()
+            gone += [row.id for row in rows if row.contact_key not in still]
+        self.selection.forget_links(gone)
+
+
+def plan_member(
+    member_hash: str,
+    contacts: list[Any],
+    state: Any,
+    previous: tuple[Any, bool] | None,
+    merge_tags: set[str],
+    *,
+    full: bool = False,
+) -> Member:
+    """One address's contacts, its state and its previous member, decided."""
+    wanted = staging.wanted_member(contacts, merge_tags)
+    before, can_move = previous or (None, False)
+    member = Member(member_hash, wanted, ledger.known(state), state, contacts, before, can_move)
+    member.decision = decide(
+        wanted, member.known, previous=ledger.known(before), can_move=can_move, full=full
+    )
+    return member
+
+
+def departed_member(state: Any) -> Member:
+    """A member none of whose contacts is left in the shop."""
+    member = Member(state.subscriber_hash, None, ledger.known(state), state)
+    member.decision = decide(None, member.known)
+    return member
+
+
+def _pages(items: Any, size: int) -> Any:
+    page: list[Any] = []
+    for item in items:
+        page.append(item)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
