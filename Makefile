@@ -15,6 +15,7 @@ lint: $(VENV)/installed
 	$(BIN)/ruff check flask_mailchimp_sync example_app tests benchmarks
 	$(BIN)/ruff format --check flask_mailchimp_sync example_app tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 $(VENV)/installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -80,6 +80,12 @@ def _connect(mailchimp, api_url: str, api_key: str) -> None:
     store.set_audience("customer", lists[0]["id"], name="Customers", tag="Customer")
     store.get().realtime = True
     mailchimp.db.session.commit()
+    # The staff's first Sync: real-time deliveries to the audience start after it.
+    from flask_mailchimp_sync.engine.runner import SyncRunner
+    from flask_mailchimp_sync.jobs import start_sync
+
+    run = start_sync(mailchimp, enqueue=False, trigger="bench")
+    assert SyncRunner(mailchimp, run.id).execute().state == "done"
 
 
 def _count_connects(thread_id: int) -> dict:

@@ -10,8 +10,10 @@ from flask.cli import AppGroup
 from . import connection
 from ._state import get_extension, real_app
 from .connection import AudienceChoice, ConnectionProblem
-from .exceptions import StoredKeyUnreadableError, SyncRefused
-from .jobs import execute_run, redis_url, start_sync
+from .engine.delivery import drain
+from .exceptions import MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
+from .inbound import reconcile
+from .jobs import DRAIN_JOB_PATH, execute_run, queue, redis_url, start_sync
 
 #: The outcome counts of a run, in the order they are shown.
 COUNTS = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
@@ -149,8 +151,6 @@ def describe_counts(run: Any) -> str:
 @mailchimp_cli.command("reconcile")
 def reconcile_command() -> None:
     """Read unsubscribes and bounces from Mailchimp and turn those flags off in the shop."""
-    from .exceptions import MailchimpSyncError
-    from .inbound import reconcile
 
     try:
         turned_off = reconcile(get_extension())
@@ -162,7 +162,6 @@ def reconcile_command() -> None:
 @mailchimp_cli.command("drain")
 def drain_command() -> None:
     """Deliver the real-time changes waiting in the outbox now."""
-    from .engine.delivery import drain
 
     result = drain(get_extension(), due_only=False)
     click.echo(f"Delivered {result.delivered} change(s); {result.waiting} waiting.")
@@ -175,8 +174,6 @@ def drain_command() -> None:
 def worker_command(burst: bool) -> None:
     """Run an RQ worker for the sync jobs (needs MAILCHIMP_SYNC_REDIS_URL or REDIS_URL)."""
     from rq import SimpleWorker
-
-    from .jobs import DRAIN_JOB_PATH, queue
 
     app = real_app()
     if redis_url(app.config) is None:

@@ -8,12 +8,15 @@ from typing import Any
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import bounds, public_url
+from . import bounds, logs, public_url, realtime, webhooks
 from ._state import EXTENSION_KEY, AppState, app_state
+from .cli import mailchimp_cli
 from .exceptions import AccessDenied, AccessNotConfigured
 from .models import Models, models_for
 from .sources import ContactSource, FieldSpec, MergeFieldsSpec
+from .status import member_status
 from .store import SettingsStore
+from .views import blueprint
 
 #: Every config key the extension reads, with its default. Documented in the README.
 DEFAULT_CONFIG: Mapping[str, Any] = {
@@ -104,11 +107,7 @@ class MailchimpSync:
         public_url.check(app.config)
         app.extensions[EXTENSION_KEY] = AppState(extension=self)
 
-        from . import logs, realtime, webhooks
-        from .cli import mailchimp_cli
-        from .views import blueprint
-
-        logs.setup()  # after the imports above: their loggers exist now
+        logs.setup()  # the package's modules are imported by now: their loggers exist
         realtime.attach(self)
         app.cli.add_command(mailchimp_cli)
         app.add_template_global(self.member_status, "mailchimp_status")
@@ -192,9 +191,7 @@ class MailchimpSync:
     def watches_by_model(self) -> dict[type, Any]:
         """The host models whose changes are delivered in real time (computed once)."""
         if self._watches is None:
-            from .realtime import watches_by_model
-
-            self._watches = watches_by_model(self)
+            self._watches = realtime.watches_by_model(self)
         return self._watches
 
     @property
@@ -207,8 +204,6 @@ class MailchimpSync:
 
     def member_status(self, instance: Any) -> Any:
         """What Mailchimp holds for a host contact (a template global: ``mailchimp_status``)."""
-        from .status import member_status
-
         return member_status(self, instance)
 
     def settings_store(self) -> SettingsStore:

@@ -129,8 +129,25 @@ def outbox_summary(extension: MailchimpSync) -> dict[str, Any]:
     return Outbox(extension.db.session, extension.models).summary(failing)
 
 
-def recent_deliveries(extension: MailchimpSync, limit: int = 5) -> list[Any]:
-    """The latest real-time deliveries, newest first, for the real-time panel."""
-    Delivery = extension.models.Delivery
+def recent_deliveries(extension: MailchimpSync, limit: int = 5) -> list[tuple[Any, list[Any]]]:
+    """The latest real-time deliveries, newest first, each with the contacts it listed
+    (skipped, blocked or failed, with reasons), for the real-time panel."""
+    Delivery, Item = extension.models.Delivery, extension.models.SyncRunItem
+    session = extension.db.session
     query = sa.select(Delivery).order_by(Delivery.id.desc()).limit(limit)
-    return list(extension.db.session.execute(query).scalars())
+    deliveries = list(session.execute(query).scalars())
+    items: dict[int, list[Any]] = {d.id: [] for d in deliveries}
+    if deliveries:
+        listed = sa.select(Item).where(Item.delivery_id.in_(items)).order_by(Item.id)
+        for item in session.execute(listed).scalars():
+            items[item.delivery_id].append(item)
+    return [(delivery, items[delivery.id][:20]) for delivery in deliveries]
+
+
+def waiting_for_first_sync(settings: Any) -> list[str] | None:
+    """``None`` once every chosen audience has had its first Sync; else the roles still
+    waiting for it (empty when none is chosen yet): no real-time updates for them."""
+    if settings is None:
+        return []
+    waiting = [a.role for a in settings.audiences if a.first_synced_at is None]
+    return waiting if waiting or not settings.audiences else None

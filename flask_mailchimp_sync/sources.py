@@ -27,6 +27,7 @@ from sqlalchemy import orm
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import emails
+from .watches import watches_for
 
 log = logging.getLogger(__name__)
 
@@ -341,8 +342,6 @@ class ContactSource:
 
     def watches(self) -> list[Any]:
         """Which model changes concern this source's contacts (see :mod:`.watches`)."""
-        from .watches import watches_for
-
         return watches_for(self)
 
     def reads_anything(self) -> bool:

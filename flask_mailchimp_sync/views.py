@@ -39,7 +39,7 @@ from .forms import (
     role_field,
 )
 from .jobs import dispatcher, start_sync
-from .realtime import outbox_summary
+from .realtime import outbox_summary, recent_deliveries, waiting_for_first_sync
 
 if TYPE_CHECKING:
     from .extension import MailchimpSync
@@ -126,7 +126,7 @@ def audiences() -> Any:
             extension.db.session.commit()
             flash("Audiences saved.", FLASH_CATEGORY)
             _flash_if(connection.register_webhooks(extension))
-            dispatcher(real_app()).nudge()  # changes made before an audience was chosen
+            # Nothing is sent now: the staff's first Sync (after a Preview) comes first.
             return redirect(url_for(".settings_page"))
     return _render(audiences=form, listed=listed), 400
 
@@ -300,6 +300,8 @@ def _render(
         sync_form=SyncForm(formdata=None),
         realtime_form=RealtimeForm(formdata=None, realtime=settings.realtime if settings else True),
         outbox=outbox_summary(extension) if connected else None,
+        deliveries=recent_deliveries(extension) if connected else [],
+        first_sync_pending=waiting_for_first_sync(settings),
         webhook_form=WebhookForm(formdata=None),
         public_url=current_app.config.get("MAILCHIMP_SYNC_PUBLIC_URL"),
         recent_runs=_recent_runs(extension),

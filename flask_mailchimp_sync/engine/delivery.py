@@ -29,7 +29,7 @@ from ..models import utcnow
 from . import ledger, locks, staging
 from .members import Member, Outcome
 from .outbox import Outbox
-from .planner import ACTIVE
+from .planner import ACTIVE, Action
 from .recorder import Recorder
 from .runner import departed_member, plan_member, targets_for
 from .select import PAGE
@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from ..extension import MailchimpSync
 
 log = logging.getLogger(__name__)
+
+#: A delivery sends at most this many changes to existing members one by one; a
+#: larger burst goes as one batch operation (one write request, however many).
+BURST = 2
 
 
 @dataclass
@@ -154,7 +158,7 @@ class Delivery:
         config = current_app.config
         self.api = MailchimpApi(extension.settings_store().api_key() or "", config)
         new_status = "pending" if settings.double_opt_in else "subscribed"
-        self.sender = Sender(self.api, config, new_status)
+        self.sender = Sender(self.api, config, new_status, batch_threshold=BURST)
         self.recorder = Recorder(extension, record, {"delivery_id": record.id})
 
     def deliver(self, targets: Sequence[Target], changed: Sequence[tuple[str, str]]) -> None:
@@ -237,10 +241,12 @@ class Delivery:
         members = [
             plan_member(h, rows, states.get(h), previous.get(h), tags) for h, rows in groups.items()
         ]
+        # Members none of whose contacts is left, but for those about to move along.
+        moving = {m.previous.subscriber_hash for m in members if m.decision.action is Action.MOVE}
         members += [
             departed_member(state)
             for h, state in states.items()
-            if h not in groups and h in scope and state.sent and state.status in ACTIVE
+            if h in scope - set(groups) - moving and state.sent and state.status in ACTIVE
         ]
         for start in range(0, len(members), PAGE):
             page = members[start : start + PAGE]

@@ -27,11 +27,24 @@ log = logging.getLogger(__name__)
 class Sender:
     """Sends one audience's decided members; returns an outcome for each."""
 
-    def __init__(self, api: MailchimpApi, config: Mapping[str, Any], new_status: str) -> None:
+    def __init__(
+        self,
+        api: MailchimpApi,
+        config: Mapping[str, Any],
+        new_status: str,
+        *,
+        batch_threshold: int | None = None,
+    ) -> None:
+        """:param batch_threshold: above this many changes to existing members, send
+        them as one batch operation (default: ``MAILCHIMP_SYNC_BATCH_THRESHOLD``)."""
         self.api = api
         #: ``pending`` with double opt-in (new members confirm by email), else subscribed.
         self.new_status = new_status
-        self.batch_threshold = int(config["MAILCHIMP_SYNC_BATCH_THRESHOLD"])
+        self.batch_threshold = (
+            int(config["MAILCHIMP_SYNC_BATCH_THRESHOLD"])
+            if batch_threshold is None
+            else batch_threshold
+        )
         self.workers = max(1, min(int(config["MAILCHIMP_SYNC_MAX_CONNECTIONS"]), 10))
 
     def send(self, audience_id: str, members: list[Member]) -> list[Outcome]:
