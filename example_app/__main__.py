@@ -7,7 +7,10 @@ shop on 127.0.0.1.
 
 from __future__ import annotations
 
+import logging
 import os
+
+from flask_mailchimp_sync import RedactSecrets
 
 from . import create_app
 from .demo_mailchimp import start_demo_mailchimp
@@ -42,6 +45,8 @@ def main() -> None:
         f"  Mailchimp key: {key_line}\n",
         flush=True,
     )
+    # The server's request log shows the webhook's URL, secret included: redact it.
+    logging.getLogger("werkzeug").addFilter(RedactSecrets())
     app.run(host="127.0.0.1", port=port, use_reloader=False)
 
 

@@ -20,6 +20,7 @@ from .exceptions import (
     SyncRefused,
 )
 from .extension import DEFAULT_CONFIG, MailchimpSync
+from .logs import RedactSecrets
 from .sources import Contact, ContactSource
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "MailchimpSyncError",
     "MailchimpUnreachableError",
     "MalformedEvent",
+    "RedactSecrets",
     "StoredKeyUnreadableError",
     "SyncRefused",
     "__version__",

@@ -12,12 +12,9 @@ from ._state import get_extension, real_app
 from .connection import AudienceChoice
 from .engine.delivery import drain
 from .engine.members import OUTCOMES
-from .engine.runner import SyncRunner
-from .exceptions import ConnectionProblem, MailchimpSyncError, SyncRefused
+from .exceptions import ConnectionProblem, MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
 from .inbound import reconcile
-from .jobs import DRAIN_JOB_PATH, queue, redis_url, start_sync
-
-#: The outcome counts of a run, in the order they are shown.
+from .jobs import DRAIN_JOB_PATH, execute_run, queue, redis_url, start_sync
 
 mailchimp_cli = AppGroup("mailchimp", help="Mailchimp sync: connection, audiences and syncs.")
 
@@ -35,6 +32,8 @@ def status_command() -> None:
             f"Mailchimp: connected to {settings.account_name} ({settings.data_center}), "
             f"key {settings.masked_api_key}, since {since}."
         )
+        if extension.settings_store().key_unreadable():
+            click.echo(f"{StoredKeyUnreadableError()} (flask mailchimp connect)")
     for role in extension.roles:
         audience = settings.audience_for(role) if settings is not None else None
         models = ", ".join(source.model.__name__ for source in extension.sources_for(role))
@@ -108,9 +107,11 @@ def connect_command(
 def disconnect_command() -> None:
     """Forget the API key, the account and the audience choices."""
     extension = get_extension()
-    connection.disconnect(extension)
+    left = connection.disconnect(extension)
     extension.db.session.commit()
     click.echo("Disconnected; the API key is forgotten.")
+    if left:
+        click.echo(left, err=True)
 
 
 @mailchimp_cli.command("sync")
@@ -133,7 +134,7 @@ def sync_command(dry_run: bool, role: str | None, full: bool) -> None:
             bar.label = progress.phase or bar.label
             bar.update(progress.processed - bar.pos)
 
-        run = SyncRunner(extension, run.id).execute(on_progress=show)
+        run = execute_run(extension, run.id, on_progress=show)
     click.echo(describe_counts(run))
     if run.state != "done":
         raise click.ClickException(run.error or "The sync did not finish.")

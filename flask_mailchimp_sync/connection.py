@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
+from . import public_url
 from .client import AudienceInfo, MailchimpApi
 from .crypto import data_center
-from .exceptions import ConnectionProblem, MailchimpSyncError
+from .exceptions import ConnectionProblem, MailchimpSyncError, StoredKeyUnreadableError
+from .public_url import webhook_url
 from .sources import default_tag
 
 if TYPE_CHECKING:
@@ -60,8 +62,13 @@ def connect(
         account = api.verify()
     except MailchimpSyncError as problem:
         raise ConnectionProblem("api_key", str(problem)) from None
-    verified = _verify_audiences(api, choices or {})
     store = extension.settings_store()
+    previous = store.get()
+    if previous is not None and previous.is_connected and previous.account_id == account.id:
+        # Connecting the same account again (its stored key unreadable, or a new key):
+        # a role given no audience keeps the one it has.
+        choices = {role: c for role, c in (choices or {}).items() if c.audience_id}
+    verified = _verify_audiences(api, choices or {})
     settings = store.save_account(api_key, account_id=account.id, account_name=account.name)
     _save_choices(extension, verified, choices or {})
     return settings
@@ -75,7 +82,10 @@ def choose_audiences(
 ) -> Any:
     """Verify and save each role's audience (and the options) for the connected account."""
     store = extension.settings_store()
-    api_key = store.api_key()
+    try:
+        api_key = store.api_key()
+    except StoredKeyUnreadableError as unreadable:
+        raise ConnectionProblem("api_key", str(unreadable)) from None
     if api_key is None:
         raise ConnectionProblem("api_key", "Connect a Mailchimp account first.")
     verified = _verify_audiences(_staff_api(api_key), choices)
@@ -92,8 +102,9 @@ def register_webhooks(extension: MailchimpSync, *, rotate: bool = False) -> str 
     A failure does not undo the connection: reconcile still brings unsubscribes in.
     """
     try:
+        public_url.check(current_app.config)  # the config may have changed since init_app
         register(extension, rotate=rotate)
-    except MailchimpSyncError as problem:
+    except (MailchimpSyncError, ValueError) as problem:  # mailchimp3 raises ValueError too
         extension.db.session.rollback()
         return (
             f"The webhook could not be registered ({problem}); every sync still reads unsubscribes."
@@ -102,16 +113,28 @@ def register_webhooks(extension: MailchimpSync, *, rotate: bool = False) -> str 
     return None
 
 
-def disconnect(extension: MailchimpSync) -> None:
-    """Forget the key, the account and the audience choices (webhooks removed first)."""
+def disconnect(extension: MailchimpSync) -> str | None:
+    """Forget the key, the account and the audience choices (webhooks removed first).
+
+    Returns a sentence for staff when a webhook had to be left in Mailchimp.
+    """
     store = extension.settings_store()
     settings = store.get()
     if settings is None:
-        return
-    unregister(extension)
+        return None
+    left = None
+    try:
+        unregister(extension)
+    except StoredKeyUnreadableError:  # forgetting an unreadable key is the way out of it
+        if any(audience.webhook_id for audience in settings.audiences):
+            left = (
+                "The webhook registered in Mailchimp could not be removed, because the stored "
+                "key cannot be read: delete it in Mailchimp (the audience's Settings > Webhooks)."
+            )
     store.forget_account()
     for role in [audience.role for audience in settings.audiences]:
         store.set_audience(role, None)
+    return left
 
 
 def list_audiences(extension: MailchimpSync) -> list[AudienceInfo]:
@@ -158,13 +181,6 @@ EVENTS = {"unsubscribe": True, "cleaned": True, "upemail": True, "profile": True
           "subscribe": False, "campaign": False}  # fmt: skip
 #: Only people and staff in Mailchimp: the shop's own API changes must not come back.
 SOURCES = {"user": True, "admin": True, "api": False}
-
-
-def webhook_url(config: Mapping[str, Any], secret: str) -> str | None:
-    public = config.get("MAILCHIMP_SYNC_PUBLIC_URL")
-    if not public:
-        return None
-    return f"{public.rstrip('/')}{config['MAILCHIMP_SYNC_URL_PREFIX'].rstrip('/')}/webhook/{secret}"
 
 
 def register(extension: MailchimpSync, *, rotate: bool = False) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import realtime, webhooks
+from . import bounds, logs, public_url, realtime, webhooks
 from ._state import EXTENSION_KEY, AppState, app_state
 from .cli import mailchimp_cli
 from .exceptions import AccessDenied, AccessNotConfigured
@@ -30,6 +30,8 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "MAILCHIMP_SYNC_URL_PREFIX": "/preferences/integrations/mailchimp",
     # The host template the pages extend (blocks: title, head, content).
     "MAILCHIMP_SYNC_BASE_TEMPLATE": "mailchimp_sync/base.html",
+    # Who may show the staff pages in a frame (CSP frame-ancestors); None sends no header.
+    "MAILCHIMP_SYNC_FRAME_ANCESTORS": "'none'",
     # The shop's public address (https://shop.example); set, Connect registers a webhook
     # so unsubscribes in Mailchimp reach the shop at once.
     "MAILCHIMP_SYNC_PUBLIC_URL": None,
@@ -102,8 +104,10 @@ class MailchimpSync:
             )
         for key, value in DEFAULT_CONFIG.items():
             app.config.setdefault(key, value)
+        public_url.check(app.config)
         app.extensions[EXTENSION_KEY] = AppState(extension=self)
 
+        logs.setup()  # the package's modules are imported by now: their loggers exist
         realtime.attach(self)
         app.cli.add_command(mailchimp_cli)
         app.add_template_global(self.member_status, "mailchimp_status")
@@ -172,6 +176,14 @@ class MailchimpSync:
         )
         if any(existing.name == source.name for existing in self.sources):
             raise ValueError(f"{model.__name__} is already registered for role {role!r}.")
+        longest = bounds.limit(self.models.StagedContact, "source")
+        if len(source.name) > longest:
+            raise ValueError(
+                f"{model.__name__} cannot be a source for role {role!r}: a source's name "
+                f"(the role, a colon and the table's name) is stored in at most {longest} "
+                f"characters, and {source.name[:40]!r}... has {len(source.name)}. Use a "
+                "shorter role name."
+            )
         self.sources.append(source)
         self._watches = None
         return source

@@ -19,7 +19,7 @@ from flask import current_app
 
 from . import emails
 from .client import MailchimpApi
-from .engine import pull, shop
+from .engine import pull, shop, staging
 from .exceptions import MalformedEvent
 from .models import utcnow
 
@@ -35,6 +35,8 @@ REQUIRED = {
     "profile": ("data[list_id]", "data[email]"),
     "upemail": ("data[list_id]", "data[old_email]", "data[new_email]"),
 }
+ADDRESSES = ("data[email]", "data[old_email]", "data[new_email]")
+NAMES = ("data[merges][FNAME]", "data[merges][LNAME]")
 EVENT_TYPE = re.compile(r"[A-Za-z_]{1,40}")
 
 
@@ -58,16 +60,21 @@ def parse(form: Mapping[str, str]) -> Event:
     if any(not (form.get(key) or "").strip() for key in needed):
         raise MalformedEvent(f"A {kind!r} event needs {', '.join(needed)}.")
     values = {key: (form.get(key) or "").strip() for key in form}
-    for key in ("data[email]", "data[old_email]", "data[new_email]"):
-        if len(values.get(key, "")) > emails.MAX_LENGTH:
-            raise MalformedEvent(f"{key} is too long to be an email address.")
+    for key in ADDRESSES:
+        if values.get(key) and emails.problem(values[key]) is not None:
+            raise MalformedEvent(f"{key} is not an email address.")
+    # Names are read from profile events only: a name never stops an unsubscribe.
+    first, last = (values.get(key) if kind == "profile" else None for key in NAMES)
+    for key, name in zip(NAMES, (first, last), strict=True):
+        if name is not None and staging.field_problem(name) is not None:
+            raise MalformedEvent(f"{key} is not a name a merge field can hold.")
     return Event(
         type=kind,
         list_id=values["data[list_id]"][:32],
         email=values.get("data[email]") or values.get("data[old_email]", ""),
         new_email=values.get("data[new_email]", ""),
-        first_name=values.get("data[merges][FNAME]"),
-        last_name=values.get("data[merges][LNAME]"),
+        first_name=first,
+        last_name=last,
     )
 
 

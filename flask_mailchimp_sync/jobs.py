@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,7 @@ from .client import backoff_delay
 from .engine import locks
 from .engine.delivery import drain
 from .engine.runner import SyncRunner, targets_for
-from .exceptions import SyncRefused
+from .exceptions import MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
 from .models import as_utc, utcnow
 
 if TYPE_CHECKING:
@@ -53,9 +53,12 @@ def start_sync(
 ) -> Any:
     """Record a new run and queue it; :class:`SyncRefused` says why it cannot start."""
     session = extension.db.session
-    settings = extension.settings_store().get()
+    store = extension.settings_store()
+    settings = store.get()
     if settings is None or not settings.is_connected:
         raise SyncRefused("Connect a Mailchimp account first.")
+    if store.key_unreadable():
+        raise SyncRefused(str(StoredKeyUnreadableError()))
     if role is not None and role not in extension.roles:
         raise SyncRefused(f"No contact source has the role {role!r}.")
     targets = targets_for(extension, settings, role)
@@ -77,10 +80,42 @@ def start_sync(
     if enqueue:
         try:
             enqueue_run(run.id)
-        except SyncRefused as refused:
-            run.state, run.error, run.finished_at = "failed", str(refused), utcnow()
-            session.commit()
+        except Exception as error:
+            _end_failed(extension, run.id, error)
             raise
+    return run
+
+
+def execute_run(
+    extension: MailchimpSync, run_id: int, on_progress: Callable[[Any], None] | None = None
+) -> Any:
+    """Carry out run *run_id* and return it; it ends done or failed, never left queued.
+
+    The runner records its own failures once it runs; this catches what happens before
+    (the key unreadable, a bug), so the run neither stays queued nor blocks the next.
+    """
+    try:
+        return SyncRunner(extension, run_id).execute(on_progress=on_progress)
+    except Exception as error:
+        run = _end_failed(extension, run_id, error)
+        if isinstance(error, MailchimpSyncError):
+            return run  # explained in the run's record: not a crash
+        raise
+
+
+def _end_failed(extension: MailchimpSync, run_id: int, error: Exception) -> Any:
+    """Mark run *run_id* failed with what *error* says staff can do (if it is unfinished)."""
+    session = extension.db.session
+    session.rollback()
+    run = session.get(extension.models.SyncRun, run_id)
+    if run is not None and run.state in ("queued", "running"):
+        if isinstance(error, MailchimpSyncError):
+            run.error = str(error)
+        else:
+            log.error("Mailchimp sync run %s failed before it started", run_id, exc_info=error)
+            run.error = "The sync stopped on an unexpected error; the log has the details."
+        run.state, run.finished_at = "failed", utcnow()
+        session.commit()
     return run
 
 
@@ -280,7 +315,7 @@ def run_sync_job(run_id: int) -> None:
     """The job: carry out run *run_id* (needs the app context, which the worker provides)."""
     extension = _job_extension()
     try:
-        SyncRunner(extension, run_id).execute()
+        execute_run(extension, run_id)
     finally:
         extension.db.session.remove()
 

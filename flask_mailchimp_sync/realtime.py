@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from flask import current_app, has_app_context
 from sqlalchemy import event, orm
 
+from . import bounds
 from ._state import EXTENSION_KEY, real_app
 from .engine.outbox import Outbox
 from .engine.shop import FROM_MAILCHIMP
@@ -66,6 +67,10 @@ def _after_flush(extension: MailchimpSync, session: orm.Session) -> None:
             for watch in watches.get(model, ()):
                 if deleted or instance in session.new or watch.concerned(instance):
                     changed.update(_contacts_of(watch, session, instance))
+    # A key too long to store would fail the host's commit; every sync reports that
+    # contact as skipped instead.
+    table = extension.models.Outbox
+    changed = {(name, key) for name, key in changed if bounds.fits(table, "contact_key", key)}
     if changed:
         rows = [{"source": name, "contact_key": key, "created_at": utcnow(), "attempts": 0}
                 for name, key in sorted(changed)]  # fmt: skip

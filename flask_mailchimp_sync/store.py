@@ -11,7 +11,9 @@ from typing import Any
 
 from sqlalchemy import orm
 
+from . import bounds
 from .crypto import data_center, decrypt_api_key, encrypt_api_key
+from .exceptions import StoredKeyUnreadableError
 from .models import DEFAULT_STORE, Models, utcnow
 
 
@@ -49,13 +51,25 @@ class SettingsStore:
             return None
         return decrypt_api_key(self.config, settings.api_key_encrypted)
 
+    def key_unreadable(self) -> bool:
+        """Whether a key is stored that this app cannot decrypt (its secret changed).
+
+        Staff can then only connect again or disconnect; everything else needs the key.
+        """
+        try:
+            self.api_key()
+        except StoredKeyUnreadableError:
+            return True
+        return False
+
     def save_account(self, api_key: str, *, account_id: str, account_name: str) -> Any:
         """Remember a verified key (encrypted) and the account it opens."""
         settings = self.get_or_create()
         settings.api_key_encrypted = encrypt_api_key(self.config, api_key)
         settings.data_center = data_center(api_key)
-        settings.account_id = account_id
-        settings.account_name = account_name
+        # Mailchimp's words, only ever shown: shortened to fit rather than refused.
+        settings.account_id = bounds.fit(self.models.Settings, "account_id", account_id)
+        settings.account_name = bounds.fit(self.models.Settings, "account_name", account_name)
         settings.connected_at = utcnow()
         return settings
 
@@ -83,5 +97,5 @@ class SettingsStore:
             # Another audience: read it afresh, and no real-time delivery before its Sync.
             current.pulled_at = current.first_synced_at = current.merge_tags = None
         current.audience_id = audience_id
-        current.audience_name = name
+        current.audience_name = bounds.fit(self.models.RoleAudience, "audience_name", name)
         current.tag = tag

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     flash,
@@ -27,7 +28,7 @@ from ._state import get_extension, real_app
 from .client import AudienceInfo
 from .connection import AudienceChoice, default_tag
 from .engine.members import LISTED, OUTCOMES
-from .exceptions import ConnectionProblem, MailchimpSyncError, SyncRefused
+from .exceptions import ConnectionProblem, MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
 from .forms import (
     NOT_SYNCED,
     DisconnectForm,
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 blueprint = Blueprint("mailchimp_sync", __name__, template_folder="templates")
 
 FLASH_CATEGORY = "mailchimp_sync"
+#: The largest id of the extension's tables on every database (PostgreSQL's ``integer``).
+MAX_ID = 2**31 - 1
 
 
 # Globals, not context: the templates' imported macros see them too.
@@ -65,6 +68,20 @@ def listed_outcomes() -> tuple[str, ...]:
 @blueprint.before_request
 def check_access() -> Any:
     return get_extension().check_access()
+
+
+@blueprint.after_request
+def refuse_framing(response: Response) -> Response:
+    """Pages that connect accounts and start syncs are never shown inside another site's
+    frame (clickjacking), unless the host allows it; headers the host set stay."""
+    ancestors = current_app.config["MAILCHIMP_SYNC_FRAME_ANCESTORS"]
+    if ancestors:
+        response.headers.setdefault("Content-Security-Policy", f"frame-ancestors {ancestors}")
+        # The older header, for browsers without CSP, knows only these two.
+        legacy = {"'none'": "DENY", "'self'": "SAMEORIGIN"}.get(ancestors)
+        if legacy:
+            response.headers.setdefault("X-Frame-Options", legacy)
+    return response
 
 
 @blueprint.context_processor
@@ -133,9 +150,10 @@ def disconnect() -> Any:
     extension = get_extension()
     if not DisconnectForm().validate_on_submit():
         return _render(), 400
-    connection.disconnect(extension)
+    left = connection.disconnect(extension)
     extension.db.session.commit()
     flash("Disconnected from Mailchimp; the API key is forgotten.", FLASH_CATEGORY)
+    _flash_if(left)
     return redirect(url_for(".settings_page"))
 
 
@@ -196,20 +214,20 @@ def _flash_if(message: str | None) -> None:
 def runs_page() -> Any:
     extension = get_extension()
     SyncRun = extension.models.SyncRun
-    page = extension.db.paginate(sa.select(SyncRun).order_by(SyncRun.id.desc()), per_page=25)
+    page = _paginate(extension, sa.select(SyncRun).order_by(SyncRun.id.desc()), per_page=25)
     return render_template("mailchimp_sync/runs.html", page=page)
 
 
 @blueprint.get("/runs/<int:run_id>")
 def run_page(run_id: int) -> Any:
     extension = get_extension()
-    run = extension.db.session.get(extension.models.SyncRun, run_id) or abort(404)
+    run = _run_or_404(extension, run_id)
     outcome = request.args.get("outcome")
     Item = extension.models.SyncRunItem
     items = sa.select(Item).where(Item.run_id == run.id).order_by(Item.id)
     if outcome in LISTED:
         items = items.where(Item.outcome == outcome)
-    page = extension.db.paginate(items, per_page=100)
+    page = _paginate(extension, items, per_page=100)
     return render_template(
         "mailchimp_sync/run.html",
         run=run,
@@ -222,9 +240,25 @@ def run_page(run_id: int) -> Any:
 @blueprint.get("/runs/<int:run_id>.json")
 def run_progress(run_id: int) -> Any:
     """What the run page polls while a run goes on."""
-    extension = get_extension()
-    run = extension.db.session.get(extension.models.SyncRun, run_id) or abort(404)
-    return jsonify(run_summary(run))
+    return jsonify(run_summary(_run_or_404(get_extension(), run_id)))
+
+
+def _run_or_404(extension: MailchimpSync, run_id: int) -> Any:
+    # Larger numbers are no run's id, and the database would refuse them (a 500).
+    if not 0 < run_id <= MAX_ID:
+        abort(404)
+    return extension.db.session.get(extension.models.SyncRun, run_id) or abort(404)
+
+
+def _paginate(extension: MailchimpSync, query: Any, per_page: int) -> Any:
+    """The page of *query* that ``?page=`` asks for; a page that cannot exist is a 404."""
+    try:
+        number = int(request.args.get("page", 1))
+    except ValueError:
+        abort(404)
+    if not 0 < number <= MAX_ID // per_page:  # its offset would overflow the database's
+        abort(404)
+    return extension.db.paginate(query, page=number, per_page=per_page)
 
 
 def run_summary(run: Any) -> dict[str, Any]:
@@ -251,10 +285,13 @@ def _render(
 ) -> str:
     """The page; *listed* is the audience list when the caller already asked Mailchimp."""
     extension = get_extension()
-    settings = extension.settings_store().get()
+    store = extension.settings_store()
+    settings = store.get()
     connected = settings is not None and settings.is_connected
+    # A key the app cannot decrypt: staff can connect again, or disconnect.
+    key_problem = str(StoredKeyUnreadableError()) if connected and store.key_unreadable() else None
     if listed is None:
-        listed = _available_audiences(extension) if connected else (None, None)
+        listed = _available_audiences(extension) if connected and not key_problem else (None, None)
     available, problem = listed
     if connected and audiences is None:
         audiences = audiences_form(
@@ -268,6 +305,7 @@ def _render(
         "mailchimp_sync/settings.html",
         settings=settings,
         connected=connected,
+        key_problem=key_problem,
         roles=list(enumerate(extension.roles)),
         connect_form=connect or connect_form(extension.roles, formdata=None),
         audiences_form=audiences,

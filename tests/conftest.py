@@ -12,10 +12,19 @@ from flask.testing import FlaskClient
 from example_app import create_app
 from example_app.models import db as shop_db
 from flask_mailchimp_sync.client import USER_AGENT
-from flask_mailchimp_sync.testing import MailchimpEmulator, stop_jobs
+from flask_mailchimp_sync.testing import MailchimpEmulator, stop_jobs, wait_for_jobs
 from flask_mailchimp_sync.testing.emulator import Account, Audience
 
-from .helpers import NOTES, PLUGIN_REQUESTS, csrf_token
+from .helpers import (
+    NOTES,
+    PAGE,
+    PLUGIN_REQUESTS,
+    PUBLIC,
+    add_customer,
+    connect_shop,
+    csrf_token,
+    sync,
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -122,3 +131,24 @@ def staff_client(app: Flask, client: FlaskClient) -> FlaskClient:
     )
     assert response.status_code == 302
     return client
+
+
+@pytest.fixture
+def hooked(app, mailchimp_account):
+    """Connected with a public URL (so a webhook is registered), Ben synced, real time on."""
+    app.config["MAILCHIMP_SYNC_PUBLIC_URL"] = PUBLIC
+    audience = mailchimp_account.customers.id
+    with app.app_context():
+        from example_app import mailchimp
+        from example_app.models import db
+        from flask_mailchimp_sync.connection import register_webhooks
+
+        connect_shop(
+            mailchimp_account.api_key, {"consignor": audience, "customer": audience}, realtime=True
+        )
+        assert register_webhooks(mailchimp) is None
+        sync()  # the staff's first Sync: real-time deliveries start after it
+        add_customer(db, "Ben", "Baker", "ben@mailbox.shop")
+        wait_for_jobs(app)
+        secret = mailchimp.settings_store().get().webhook_secret
+    return audience, f"{PAGE}webhook/{secret}"

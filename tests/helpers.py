@@ -19,6 +19,10 @@ from flask_mailchimp_sync import MailchimpSync
 #: conformance test (which runs last) holds each against Mailchimp's published schemas.
 PLUGIN_REQUESTS: list[dict[str, Any]] = []
 
+#: The staff page, and the public address of shops that register a webhook.
+PAGE = "/preferences/integrations/mailchimp/"
+PUBLIC = "https://shop.marigold.example"
+
 #: Said at the end of the test run (e.g. which tests fell back to a stand-in service).
 NOTES: list[str] = []
 
@@ -32,19 +36,32 @@ def csrf_token(html: str) -> str:
     return match.group(1)
 
 
-def make_host(tmp_path: Any, name: str = "host") -> tuple[Flask, SQLAlchemy, MailchimpSync]:
-    """A bare host app with one contact model, the extension not yet registered."""
+def make_host(
+    tmp_path: Any,
+    name: str = "host",
+    *,
+    database_url: str | None = None,
+    email_length: int = 255,
+    key_length: int | None = None,
+) -> tuple[Flask, SQLAlchemy, MailchimpSync]:
+    """A bare host app with one contact model, the extension not yet registered.
+
+    *key_length*: the contact's key is text of that length (else an integer id).
+    """
     db = SQLAlchemy()
 
     class Customer(db.Model):  # type: ignore[name-defined]
-        id = sa.Column(sa.Integer, primary_key=True)
-        email = sa.Column(sa.String(255))
+        id = sa.Column(sa.String(key_length) if key_length else sa.Integer, primary_key=True)
+        email = sa.Column(sa.String(email_length))
         opted_in = sa.Column(sa.Boolean)
 
     mailchimp = MailchimpSync(db=db)
     mailchimp.add_source(Customer, role="customer", email="email", marketing="opted_in")
     app = Flask(name)
-    app.config.update(SECRET_KEY="s", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/{name}.db")
+    app.config.update(
+        SECRET_KEY="s",
+        SQLALCHEMY_DATABASE_URI=database_url or f"sqlite:///{tmp_path}/{name}.db",
+    )
     db.init_app(app)
     return app, db, mailchimp
 
@@ -73,14 +90,20 @@ def add_customer(
 
 
 def connect_shop(
-    api_key: str, audiences: dict[str, str], *, double_opt_in: bool = False, realtime: bool = False
+    api_key: str,
+    audiences: dict[str, str],
+    *,
+    double_opt_in: bool = False,
+    realtime: bool = False,
+    extension: MailchimpSync | None = None,
 ) -> None:
-    """Connect the example shop's extension (needs an app context).
+    """Connect the example shop's extension, or *extension* (needs an app context).
 
     Real-time delivery is off unless asked for, so a test's own syncs see every change.
     """
-    from example_app import mailchimp
+    from example_app import mailchimp as shop_extension
 
+    mailchimp = extension or shop_extension
     store = mailchimp.settings_store()
     store.save_account(api_key, account_id="acc", account_name="Marigold Consignment")
     for role, audience_id in audiences.items():
@@ -90,12 +113,16 @@ def connect_shop(
     mailchimp.db.session.commit()
 
 
-def sync(**options: Any) -> Any:
-    """Run a sync (or preview) to the end, in this process; returns the run."""
-    from example_app import mailchimp
+def sync(extension: MailchimpSync | None = None, **options: Any) -> Any:
+    """Run a sync (or preview) to the end, in this process; returns the run.
+
+    Of the example shop, or of *extension*.
+    """
+    from example_app import mailchimp as shop_extension
     from flask_mailchimp_sync.engine.runner import SyncRunner
     from flask_mailchimp_sync.jobs import start_sync
 
+    mailchimp = extension or shop_extension
     run = start_sync(mailchimp, enqueue=False, trigger="test", **options)
     return SyncRunner(mailchimp, run.id).execute()
 

@@ -8,10 +8,7 @@ from hypothesis import strategies as st
 
 from flask_mailchimp_sync.testing import wait_for_jobs
 
-from .helpers import add_consignor, add_customer, connect_shop, csrf_token, sync
-
-PAGE = "/preferences/integrations/mailchimp/"
-PUBLIC = "https://shop.marigold.example"
+from .helpers import PAGE, PUBLIC, add_consignor, add_customer, connect_shop, csrf_token, sync
 
 # The example bodies of ../shared/mailchimp/FACTS.md, with our audience and addresses.
 UNSUBSCRIBE = {
@@ -41,27 +38,6 @@ PROFILE = {
 
 def body(template, list_id):
     return {key: value.replace("{list_id}", list_id) for key, value in template.items()}
-
-
-@pytest.fixture
-def hooked(app, mailchimp_account):
-    """Connected with a public URL (so a webhook is registered), Ben synced, real time on."""
-    app.config["MAILCHIMP_SYNC_PUBLIC_URL"] = PUBLIC
-    audience = mailchimp_account.customers.id
-    with app.app_context():
-        from example_app import mailchimp
-        from example_app.models import db
-        from flask_mailchimp_sync.connection import register_webhooks
-
-        connect_shop(
-            mailchimp_account.api_key, {"consignor": audience, "customer": audience}, realtime=True
-        )
-        assert register_webhooks(mailchimp) is None
-        sync()  # the staff's first Sync: real-time deliveries start after it
-        add_customer(db, "Ben", "Baker", "ben@mailbox.shop")
-        wait_for_jobs(app)
-        secret = mailchimp.settings_store().get().webhook_secret
-    return audience, f"{PAGE}webhook/{secret}"
 
 
 def flag(app, email="ben@mailbox.shop"):

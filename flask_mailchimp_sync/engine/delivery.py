@@ -208,12 +208,14 @@ class Delivery:
         for target in targets:
             for source in target.sources:
                 for contact in contacts.get(source.name, {}).values():
-                    problem = staging.contact_problem(contact)
+                    values, problem = staging.checked_row(
+                        self.models.StagedContact, 0, target, contact
+                    )
                     if problem is not None:
                         if contact.marketing:
                             self._skipped(contact, problem)
                         continue
-                    row = SimpleNamespace(**staging.staged_row(0, target, contact))
+                    row = SimpleNamespace(**values)
                     groups.setdefault(row.subscriber_hash, []).append(row)
         return groups
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import signals
+from .. import bounds, signals
 from .._state import real_app
 from ..models import utcnow
 from . import ledger, shop
@@ -89,9 +89,10 @@ class Recorder:
             )
 
     def item(self, outcome: str, reason: str, **where: Any) -> None:
-        self.session.add(
-            self.models.SyncRunItem(outcome=outcome, reason=reason, **self.owner, **where)
-        )
+        # A skipped contact's values are what made it fail: shown, so shortened to fit.
+        Item = self.models.SyncRunItem
+        shown = bounds.fitted(Item, {"reason": reason, **where})
+        self.session.add(Item(outcome=outcome, **self.owner, **shown))
 
     # -- one page -----------------------------------------------------------------------
 

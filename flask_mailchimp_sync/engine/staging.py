@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .. import emails
+from .. import bounds, emails
 from ..sources import Contact, ContactSource
 from .planner import Wanted
 
@@ -53,10 +53,18 @@ def contact_problem(contact: Contact) -> str | None:
     if problem is not None:
         return problem
     for tag, value in contact_fields(contact).items():
-        if isinstance(value, str) and len(value) > MAX_FIELD_LENGTH:
-            return f"{tag} is longer than {MAX_FIELD_LENGTH} characters"
-        if isinstance(value, str) and any(ord(c) < 32 for c in value):
-            return f"{tag} holds control characters"
+        problem = field_problem(value)
+        if problem is not None:
+            return f"{tag} {problem}"
+    return None
+
+
+def field_problem(value: Any) -> str | None:
+    """Why a text merge field cannot hold *value* (to follow its name), or ``None``."""
+    if isinstance(value, str) and len(value) > MAX_FIELD_LENGTH:
+        return f"is longer than {MAX_FIELD_LENGTH} characters"
+    if isinstance(value, str) and any(ord(c) < 32 for c in value):
+        return "holds control characters"
     return None
 
 
@@ -76,17 +84,25 @@ def stage(
     for target in targets:
         for source in target.sources:
             for contact in source.iter_contacts(session, chunk_size=chunk_size):
-                problem = contact_problem(contact)
+                row, problem = checked_row(staged_model, run_id, target, contact)
                 if problem is not None:
                     if contact.marketing:  # without consent it would not be sent anyway
                         yield Skipped(contact, problem)
                     continue
-                rows.append(staged_row(run_id, target, contact))
+                rows.append(row)
                 if len(rows) >= INSERT_CHUNK:
                     session.execute(sa.insert(staged_model), rows)
                     rows = []
     if rows:
         session.execute(sa.insert(staged_model), rows)
+
+
+def checked_row(
+    staged_model: Any, run_id: int, target: Target, contact: Contact
+) -> tuple[dict[str, Any], str | None]:
+    """The contact as a staged row, and why it cannot be sent or stored (or ``None``)."""
+    row = staged_row(run_id, target, contact)
+    return row, contact_problem(contact) or bounds.problem(staged_model, row)
 
 
 def staged_row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
