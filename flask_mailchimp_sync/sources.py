@@ -140,6 +140,9 @@ class ContactSource:
         self._primary_key: str = mapper.get_property_by_column(mapper.primary_key[0]).key
         self._merge_fields = merge_fields
         self._set_marketing = set_marketing
+        #: The fields as a plain-column query: worked out on first use (mappers are
+        #: configured by then); ``False`` when the source needs its model instances.
+        self._plain: sa.Select[Any] | bool | None = None
         #: Deeper models the hooks watch on the host's word: model -> the contact
         #: instance(s) a changed row concerns.
         self.extra_watches: Mapping[type, Callable[[Any], Any]] = dict(watch or {})
@@ -205,23 +208,74 @@ class ContactSource:
         )
 
     def iter_contacts(self, session: orm.Session, *, chunk_size: int = 1000) -> Iterator[Contact]:
-        """Stream every contact, *chunk_size* rows per query, in primary-key order.
+        """Stream every contact, *chunk_size* rows per query, in primary-key order."""
+        for chunk in self.iter_chunks(session, chunk_size=chunk_size):
+            yield from chunk
 
-        Keyset pagination (``WHERE pk > last``) keeps each query cheap at any depth, and
-        the session's identity map holds its rows only weakly, so a chunk is freed once
-        its contacts are consumed.
+    def iter_chunks(
+        self, session: orm.Session, *, chunk_size: int = 1000
+    ) -> Iterator[list[Contact]]:
+        """Every contact, a chunk of *chunk_size* at a time, in primary-key order.
+
+        Keyset pagination (``WHERE pk > last``) keeps each query cheap at any depth.
+        A source whose fields are all columns (of the model or of a row one scalar
+        relationship away) or SQL expressions is read as plain columns: no model
+        instances, which is most of the cost of reading a large shop. Otherwise the
+        session's identity map holds the instances only weakly, so a chunk is freed
+        once its contacts are consumed.
         """
+        columns = self._plain_query()
         primary_key = getattr(self.model, self._primary_key)
-        query = self._query().order_by(primary_key).limit(chunk_size)
+        query = (self._query() if columns is None else columns).order_by(primary_key)
         last_key = None
         while True:
             page = query if last_key is None else query.where(primary_key > last_key)
-            rows = session.execute(page).all()
-            for row in rows:
-                yield self.contact_from_row(row[0], row)
+            rows = session.execute(page.limit(chunk_size)).all()
+            if columns is None:
+                yield [self.contact_from_row(row[0], row) for row in rows]
+            else:
+                yield [self._contact_from_columns(row) for row in rows]
             if len(rows) < chunk_size:
                 return
-            last_key = getattr(rows[-1][0], self._primary_key)
+            last_key = rows[-1][0] if columns is not None else self.key_value(rows[-1][0])
+
+    def contacts_by_keys(self, session: orm.Session, keys: list[str]) -> list[Contact]:
+        """The contacts with these primary keys (as text) that still exist, 500 a query."""
+        columns = self._plain_query()
+        primary_key = getattr(self.model, self._primary_key)
+        found: list[Contact] = []
+        for start in range(0, len(keys), 500):
+            chunk = [self._typed_key(key) for key in keys[start : start + 500]]
+            if columns is None:
+                rows = session.execute(self._query().where(primary_key.in_(chunk)))
+                found += [self.contact_from_row(row[0], row) for row in rows]
+            else:
+                rows = session.execute(columns.where(primary_key.in_(chunk)))
+                found += [self._contact_from_columns(row) for row in rows]
+        return found
+
+    def key_value(self, instance: Any) -> Any:
+        return getattr(instance, self._primary_key)
+
+    def _plain_query(self) -> sa.Select[Any] | None:
+        """The fields as plain columns (the key first), or ``None`` when one needs the
+        model instance: a callable, or a path through a collection or further away."""
+        if self._plain is None:
+            query = _columns_query(self)
+            self._plain = False if query is None else query
+        return None if self._plain is False else self._plain  # type: ignore[return-value]
+
+    def _contact_from_columns(self, row: Any) -> Contact:
+        values = {f.name: row[n] for n, f in enumerate(self._fields, start=1)}
+        return Contact(
+            source=self.name,
+            role=self.role,
+            key=str(row[0]),
+            email=_text(values.get("email")),
+            first_name=_text(values.get("first_name")),
+            last_name=_text(values.get("last_name")),
+            marketing=_is_consent(values.get("marketing")),
+        )
 
     def get_contact(self, session: orm.Session, key: Any) -> Contact | None:
         """Read the contact with primary key *key* (or its text), ``None`` when it is gone."""
@@ -363,3 +417,65 @@ def _text(value: Any) -> str | None:
 def _is_consent(value: Any) -> bool:
     # Only an explicit true is consent: NULL, a missing related row, "no" or "" are not.
     return value is True or (isinstance(value, int) and value == 1)
+
+
+def _columns_query(source: ContactSource) -> sa.Select[Any] | None:
+    """A query of the source's key and fields as plain columns, or ``None``.
+
+    Only where reading the instance would give the very same values: no callable, and
+    each path a column of the model or of a row one relationship away that is unique
+    for the contact (many-to-one, or one-to-one on the related row's key), outer-joined
+    so that a missing related row reads as ``None`` as it does on the instance.
+    """
+    if source._merge_fields is not None:
+        return None
+    model: Any = source.model
+    mapper: Any = sa.inspect(model)
+    selected: list[Any] = [getattr(model, source._primary_key)]
+    joins: dict[str, Any] = {}
+    for field_ in source._fields:
+        if field_.expression is not None:
+            selected.append(field_.expression)
+            continue
+        if field_.function is not None or len(field_.path) > 2:
+            return None
+        if len(field_.path) == 1:
+            column = _column_attribute(mapper, model, field_.path[0])
+        else:
+            hop, name = field_.path
+            target = joins.get(hop) or _unique_related(mapper, hop)
+            if target is None:
+                return None
+            joins[hop] = target
+            column = _column_attribute(sa.inspect(target).mapper, target, name)
+        if column is None:
+            return None
+        selected.append(column)
+    query = sa.select(*selected)
+    for hop, target in joins.items():
+        query = query.outerjoin(target, getattr(model, hop).of_type(target))
+    return query
+
+
+def _column_attribute(mapper: Any, owner: Any, name: str) -> Any:
+    """``owner.name`` when it is a mapped column (not a property or a relationship)."""
+    return getattr(owner, name) if name in mapper.column_attrs else None
+
+
+def _unique_related(mapper: Any, name: str) -> Any:
+    """An alias of the row relationship *name* leads to, when there is at most one."""
+    relationship = mapper.relationships.get(name) if name in mapper.relationships else None
+    if relationship is None or relationship.uselist or relationship.secondary is not None:
+        return None
+    target = relationship.mapper
+    if relationship.direction is not orm.MANYTOONE:
+        remote = {column.key for column in relationship.remote_side}
+        keys = [{c.key for c in target.primary_key}]
+        keys += [
+            {c.key for c in constraint.columns}
+            for constraint in target.local_table.constraints
+            if isinstance(constraint, sa.UniqueConstraint)
+        ]
+        if not any(key <= remote for key in keys):
+            return None
+    return orm.aliased(target.class_)

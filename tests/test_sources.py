@@ -163,8 +163,52 @@ def test_streams_in_chunks_with_one_query_per_chunk(host):
     found = contacts(source, db, chunk_size=10)
     assert [c.key for c in found] == [str(n) for n in range(1, 26)]
     assert sum(c.marketing for c in found) == 13
+    # three chunks, each one query: the preferences are joined, read as plain columns
+    assert len(statements) == 3 and "JOIN prefs" in statements[0]
+
+
+def test_a_callable_field_reads_instances_with_their_related_rows_per_chunk(host):
+    db, _c, Customer, Prefs, _b = host
+    db.session.add_all(
+        Customer(email=f"c{n}@x.shop", prefs=Prefs(marketing=True)) for n in range(25)
+    )
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(
+        Customer, role="customer", email="email", marketing="prefs.marketing",
+        first_name=lambda customer: customer.email.split("@")[0],
+    )  # fmt: skip
+    statements: list[str] = []
+    sa.event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    found = contacts(source, db, chunk_size=10)
+    assert [c.first_name for c in found][:2] == ["c0", "c1"]
     # three chunks, each one query for customers and one for their preferences
     assert len(statements) == 6
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"email": "email", "marketing": "prefs.marketing", "first_name": "first"},
+        {"email": "email", "marketing": "prefs.marketing", "last_name": "last"},
+    ],
+)
+def test_plain_columns_read_what_the_instances_hold(host, fields):
+    """Read as columns or through instances, every contact is the same (a missing
+    related row reads as no consent either way)."""
+    db, _c, Customer, Prefs, _b = host
+    db.session.add_all(
+        [Customer(first=" Ada ", last="", email="ada@x.shop", prefs=Prefs(marketing=True)),
+         Customer(first=None, last="Baker", email=" BEN@x.shop", prefs=None),
+         Customer(first="Cleo", last="Chen", email=None, prefs=Prefs(marketing=False))]
+    )  # fmt: skip
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(Customer, role="customer", **fields)
+    assert source._plain_query() is not None
+    as_columns = contacts(source, db)
+    source._plain = False  # what reading the instances gives
+    db.session.expire_all()
+    assert contacts(source, db) == as_columns and len(as_columns) == 3
+    assert source.contacts_by_keys(db.session, ["2", "9"]) == [as_columns[1]]
 
 
 def test_get_contact_reads_one_row(host):
