@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,6 +40,41 @@ def member_states(
     return {state.subscriber_hash: state for state in found}
 
 
+def member_records(
+    session: Any, State: Any, audience_id: str, emails_by_hash: Mapping[str, str]
+) -> dict[str, Any]:
+    """The state of each member as a plain record (created where missing): like
+    :func:`member_states`, for a whole page, without an ORM object per member. Write
+    the records back with :func:`write_records`."""
+    if not emails_by_hash:
+        return {}
+    session.flush()  # states added in this transaction must be seen, not added again
+    _insert_missing(session, State, audience_id, emails_by_hash)
+    rows = session.execute(
+        sa.select(*State.__table__.c).where(
+            State.store == DEFAULT_STORE,
+            State.audience_id == audience_id,
+            State.subscriber_hash.in_(list(emails_by_hash)),
+        )
+    )
+    return {row.subscriber_hash: SimpleNamespace(**row._mapping) for row in rows}
+
+
+#: What recording a member may change in its state record.
+_RECORDED = ("email", "status", "status_changed_at", "sent", "archived_by_shop",
+             "fingerprint", "tags", "synced_at", "last_error")  # fmt: skip
+
+
+def write_records(session: Any, State: Any, records: Iterable[Any]) -> None:
+    """Write member records back, in one statement."""
+    rows = [{"record_id": r.id, **{name: getattr(r, name) for name in _RECORDED}} for r in records]
+    if rows:
+        table = State.__table__
+        values: dict[str, Any] = {name: sa.bindparam(name) for name in _RECORDED}
+        statement = sa.update(table).where(table.c.id == sa.bindparam("record_id"))
+        session.execute(statement.values(values), rows)
+
+
 def member_state(session: Any, State: Any, audience_id: str, member_hash: str, email: str) -> Any:
     """The state of one member, created where missing."""
     return member_states(session, State, audience_id, {member_hash: email})[member_hash]
@@ -55,7 +91,7 @@ def _insert_missing(
     dialect = session.get_bind(mapper=sa.inspect(State)).dialect.name
     if dialect in ("postgresql", "sqlite"):
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        session.execute(insert(State).on_conflict_do_nothing(), rows)
+        session.execute(insert(State.__table__).on_conflict_do_nothing(), rows)
         return
     # Other databases: one savepoint a row, so a row another writer added is skipped.
     existing = set(
@@ -241,7 +277,7 @@ class Links:
         """The new and changed links, in two statements (not one per contact)."""
         table = self.Link.__table__
         if self._new:
-            self.session.execute(sa.insert(self.Link), self._new)
+            self.session.execute(table.insert(), self._new)
         if self._moved:
             self.session.execute(
                 sa.update(table)

@@ -58,8 +58,15 @@ class Recorder:
         #: Signals for the host, sent once the page they describe is committed.
         self._signals: list[tuple[Any, dict[str, Any]]] = []
 
-    def record(self, audience_id: str, outcomes: Sequence[Outcome]) -> None:
-        """Record a page of outcomes (the caller commits)."""
+    def record(
+        self, audience_id: str, outcomes: Sequence[Outcome], links: ledger.Links | None = None
+    ) -> None:
+        """Record a page of outcomes (the caller commits).
+
+        :param links: the links read to plan the page (else those :attr:`links` holds).
+        """
+        if links is not None:
+            self.links = links
         snapshot, signalled = self.links.snapshot(), len(self._signals)
         try:
             self._record_page(audience_id, outcomes)
@@ -102,6 +109,8 @@ class Recorder:
         for outcome in outcomes:
             self._record(audience_id, outcome)
         self.links.write()
+        ledger.write_records(self.session, self.models.MemberState, self._states.values())
+        self._states = {}
         self.session.flush()
 
     def _record_one_by_one(
@@ -122,9 +131,10 @@ class Recorder:
                 self.report_outcome(Outcome(outcome.member, "failed", reason=reason))
 
     def _prepare_states(self, audience_id: str, outcomes: Sequence[Outcome]) -> None:
-        """Upsert the state rows a page's outcomes write, in one statement."""
+        """Upsert the state rows a page's outcomes write, in one statement, and read them
+        as records (written back in one statement too: a page has hundreds)."""
         wanted = {o.member.hash: o.member.email for o in outcomes if o.writes_state and not o.moves}
-        self._states = ledger.member_states(
+        self._states = ledger.member_records(
             self.session, self.models.MemberState, audience_id, wanted
         )
 
