@@ -6,12 +6,10 @@ shared, so each app (and each worker) uses its own settings.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import random
 import tarfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ import requests
 from mailchimp3 import MailChimp
 from mailchimp3.mailchimpclient import MailChimpError
 
+from . import budget
 from ._version import __version__
 from .crypto import data_center
 from .exceptions import (
@@ -84,8 +83,9 @@ class MailchimpApi:
     Throttling (429, a bodyless 403), server errors (5xx), timeouts and dropped
     connections are retried with exponential backoff and full jitter, at most
     ``MAILCHIMP_SYNC_MAX_RETRIES`` times; every other error is raised at once. No more
-    than ``MAILCHIMP_SYNC_MAX_CONNECTIONS`` calls per account are in flight in this
-    process. Every error message is written for shop staff and never holds the key.
+    than ``MAILCHIMP_SYNC_MAX_CONNECTIONS`` calls per account are in flight: in this
+    process, or in all processes together when Redis is configured (:mod:`.budget`).
+    Every error message is written for shop staff and never holds the key.
 
     :param retries: override the configured number of retries (``0`` for calls staff
         wait on, such as verifying a key).
@@ -96,9 +96,7 @@ class MailchimpApi:
     ) -> None:
         self._client = build_client(api_key, config)
         self._data_center = data_center(api_key)
-        self._slots = _connection_slots(
-            api_key, int(config.get("MAILCHIMP_SYNC_MAX_CONNECTIONS") or 10)
-        )
+        self._slots = budget.slots(api_key, config)
         self._retries = (
             int(config.get("MAILCHIMP_SYNC_MAX_RETRIES", 5)) if retries is None else retries
         )
@@ -334,19 +332,6 @@ def tag_changes(active: Iterable[str], inactive: Iterable[str]) -> dict[str, Any
     tags = [{"name": t, "status": "active"} for t in sorted(active)]
     tags += [{"name": t, "status": "inactive"} for t in sorted(inactive)]
     return {"tags": tags}
-
-
-_slots_lock = threading.Lock()
-_slots_by_account: dict[str, threading.BoundedSemaphore] = {}
-
-
-def _connection_slots(api_key: str, limit: int) -> threading.BoundedSemaphore:
-    """One semaphore per account in this process (keyed by a digest, not the key)."""
-    account = hashlib.sha256(api_key.encode()).hexdigest()
-    with _slots_lock:
-        if account not in _slots_by_account:
-            _slots_by_account[account] = threading.BoundedSemaphore(max(1, min(limit, 10)))
-        return _slots_by_account[account]
 
 
 def translate_error(error: MailChimpError) -> MailchimpApiError:

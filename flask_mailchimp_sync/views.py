@@ -39,7 +39,7 @@ from .forms import (
     connect_form,
     role_field,
 )
-from .jobs import dispatcher, start_sync
+from .jobs import dispatcher, start_syncs
 from .realtime import outbox_summary, recent_deliveries, waiting_for_first_sync
 
 if TYPE_CHECKING:
@@ -63,6 +63,16 @@ def outcomes() -> tuple[str, ...]:
 def listed_outcomes() -> tuple[str, ...]:
     """The outcomes listed contact by contact."""
     return LISTED
+
+
+@blueprint.app_template_global("mailchimp_sync_audience_names")
+def audience_names(run: Any) -> str:
+    """The names of the audiences a run covers (as staff chose them), for its row."""
+    settings = get_extension().settings_store().get()
+    chosen = settings.audiences if settings is not None else []
+    names = {a.audience_id: a.audience_name or a.audience_id for a in chosen}
+    ids = [audience_id for audience_id in (run.audiences or "").split(",") if audience_id]
+    return ", ".join(names.get(audience_id, audience_id) for audience_id in ids)
 
 
 @blueprint.before_request
@@ -165,11 +175,19 @@ def sync() -> Any:
     if not form.validate_on_submit():
         return _render(), 400
     try:
-        run = start_sync(extension, dry_run=bool(form.preview.data), trigger="button")
+        runs = start_syncs(extension, dry_run=bool(form.preview.data), trigger="button")
     except SyncRefused as refused:
         flash(str(refused), FLASH_CATEGORY)
         return redirect(url_for(".settings_page"))
-    return redirect(url_for(".run_page", run_id=run.id))
+    if len(runs) > 1:
+        numbers = " and ".join(f"#{run.id}" for run in runs)
+        flash(
+            f"Runs {numbers} are queued, one per audience, to go side by side; "
+            "each shows its progress under Recent runs.",
+            FLASH_CATEGORY,
+        )
+        return redirect(url_for(".settings_page"))
+    return redirect(url_for(".run_page", run_id=runs[0].id))
 
 
 @blueprint.post("/realtime")

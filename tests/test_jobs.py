@@ -14,7 +14,6 @@ from flask_mailchimp_sync.testing import wait_for_jobs
 
 from .helpers import (
     NOTES,
-    RedisServer,
     add_customer,
     add_opted_in_customers,
     connect_shop,
@@ -26,18 +25,6 @@ from .helpers import (
 
 PAGE = "/preferences/integrations/mailchimp/"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def redis_server():
-    """A real redis-server on loopback when the machine has one (CI installs it)."""
-    if RedisServer.binary is None:
-        NOTES.append("redis-server is not installed here: the RQ tests used fakeredis.")
-        yield None
-        return
-    server = RedisServer().start()
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture

@@ -106,6 +106,8 @@ class SyncRunner:
         if settings is None or api_key is None:
             return self._fail("Connect a Mailchimp account first.")
         targets = targets_for(self.extension, settings, self.run.role)
+        if self.run.audiences:  # queued for these audiences (one, when runs go side by side)
+            targets = [t for t in targets if t.audience_id in self.run.audiences.split(",")]
         if not targets:
             return self._fail(
                 "No audience is chosen for any role yet: pick one on the Mailchimp page."

@@ -11,7 +11,6 @@ import json
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -230,7 +229,6 @@ class _Gate:
     def __init__(self, state: EmulatorState, faults: Faults) -> None:
         self.state = state
         self.faults = faults
-        self._open: Counter[str] = Counter()
         self._open_lock = threading.Lock()
 
     def call(
@@ -290,20 +288,25 @@ class _Gate:
     @contextmanager
     def _connection(self, account: Account) -> Iterator[None]:
         """Hold one of the account's simultaneous connections, or answer 429."""
+        connections = self.state.connections
         with self._open_lock:
-            if self._open[account.api_key] >= self.faults.max_connections:
+            if connections.open[account.api_key] >= self.faults.max_connections:
+                connections.refused[account.api_key] += 1
                 raise errors.ApiError(
                     429,
                     "Too Many Requests",
                     f"You have exceeded the limit of {self.faults.max_connections} "
                     "simultaneous connections.",
                 )
-            self._open[account.api_key] += 1
+            connections.open[account.api_key] += 1
+            connections.peak[account.api_key] = max(
+                connections.peak[account.api_key], connections.open[account.api_key]
+            )
         try:
             yield
         finally:
             with self._open_lock:
-                self._open[account.api_key] -= 1
+                connections.open[account.api_key] -= 1
 
     def _log(self, body: Any, status: int) -> None:
         entry = {
@@ -380,6 +383,16 @@ def _control_routes(app: Flask, state: EmulatorState, faults: Faults) -> None:
                     "write_requests": len(state.write_requests()),
                 }
             )
+
+    @app.get("/_emulator/connections")
+    def connections() -> Response:
+        """Connections in flight per account key now, the most at once, and refusals."""
+        return _json(state.connections.as_json())
+
+    @app.post("/_emulator/connections/reset")
+    def reset_connections() -> Response:
+        state.connections.reset()
+        return _json(state.connections.as_json())
 
     @app.get("/_emulator/lists/<list_id>/members")
     def dump_members(list_id: str) -> Response:

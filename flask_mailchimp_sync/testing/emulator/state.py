@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -151,6 +152,23 @@ class Account:
         }
 
 
+@dataclass
+class Connections:
+    """Simultaneous connections per account key: in flight now, the most at once since
+    the last reset, and how many were refused for going over the cap."""
+
+    open: Counter[str] = field(default_factory=Counter)
+    peak: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+
+    def reset(self) -> None:
+        self.peak = Counter(self.open)
+        self.refused = Counter()
+
+    def as_json(self) -> dict[str, Any]:
+        return {"open": dict(self.open), "peak": dict(self.peak), "refused": dict(self.refused)}
+
+
 class EmulatorState:
     """Accounts, audiences and members, plus a log of every API request."""
 
@@ -160,6 +178,7 @@ class EmulatorState:
         self.audiences: dict[str, Audience] = {}
         self.requests: list[dict[str, Any]] = []
         self.batches: dict[str, dict[str, Any]] = {}
+        self.connections = Connections()
 
     # -- arranging state (tests, the demo) ------------------------------------------
 
