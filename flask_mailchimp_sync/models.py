@@ -247,7 +247,18 @@ def _define(db: SQLAlchemy) -> Models:
         holder = sa.Column(sa.String(64), nullable=False)
         expires_at = sa.Column(Timestamp, nullable=False)
 
-    class MailchimpSyncRun(Base):
+    class OutcomeCounts:
+        """How many members a run or a delivery counted of each outcome."""
+
+        added = sa.Column(sa.Integer, nullable=False, default=0)
+        updated = sa.Column(sa.Integer, nullable=False, default=0)
+        archived = sa.Column(sa.Integer, nullable=False, default=0)
+        unchanged = sa.Column(sa.Integer, nullable=False, default=0)
+        blocked = sa.Column(sa.Integer, nullable=False, default=0)
+        skipped = sa.Column(sa.Integer, nullable=False, default=0)
+        failed = sa.Column(sa.Integer, nullable=False, default=0)
+
+    class MailchimpSyncRun(OutcomeCounts, Base):
         """One sync (or preview): its state, progress and outcome counts."""
 
         __tablename__ = "mailchimp_sync_runs"
@@ -268,16 +279,9 @@ def _define(db: SQLAlchemy) -> Models:
         finished_at = sa.Column(Timestamp)
         total = sa.Column(sa.Integer, nullable=False, default=0)
         processed = sa.Column(sa.Integer, nullable=False, default=0)
-        added = sa.Column(sa.Integer, nullable=False, default=0)
-        updated = sa.Column(sa.Integer, nullable=False, default=0)
-        archived = sa.Column(sa.Integer, nullable=False, default=0)
-        unchanged = sa.Column(sa.Integer, nullable=False, default=0)
-        blocked = sa.Column(sa.Integer, nullable=False, default=0)
-        skipped = sa.Column(sa.Integer, nullable=False, default=0)
-        failed = sa.Column(sa.Integer, nullable=False, default=0)
         error = sa.Column(sa.Text)
 
-    class MailchimpDelivery(Base):
+    class MailchimpDelivery(OutcomeCounts, Base):
         """One real-time delivery: the changed contacts sent, and what came of them.
 
         Not a sync: deliveries have their own history (the real-time panel) and are
@@ -293,13 +297,6 @@ def _define(db: SQLAlchemy) -> Models:
         finished_at = sa.Column(Timestamp)
         #: Changed contacts (outbox rows) the delivery took.
         changes = sa.Column(sa.Integer, nullable=False, default=0)
-        added = sa.Column(sa.Integer, nullable=False, default=0)
-        updated = sa.Column(sa.Integer, nullable=False, default=0)
-        archived = sa.Column(sa.Integer, nullable=False, default=0)
-        unchanged = sa.Column(sa.Integer, nullable=False, default=0)
-        blocked = sa.Column(sa.Integer, nullable=False, default=0)
-        skipped = sa.Column(sa.Integer, nullable=False, default=0)
-        failed = sa.Column(sa.Integer, nullable=False, default=0)
         error = sa.Column(sa.Text)
 
     class MailchimpSyncRunItem(Base):
