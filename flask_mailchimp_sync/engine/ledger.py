@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +18,7 @@ from sqlalchemy import exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..models import DEFAULT_STORE, utcnow
+from . import bulk
 from .planner import Known, blocks
 
 
@@ -31,48 +31,18 @@ def member_states(
     session.flush()  # states added in this transaction must be seen, not added again
     _insert_missing(session, State, audience_id, emails_by_hash)
     found = session.execute(
-        sa.select(State).where(
-            State.store == DEFAULT_STORE,
-            State.audience_id == audience_id,
-            State.subscriber_hash.in_(list(emails_by_hash)),
-        )
+        sa.select(State).where(of_members(State, audience_id, emails_by_hash))
     ).scalars()
     return {state.subscriber_hash: state for state in found}
 
 
-def member_records(
-    session: Any, State: Any, audience_id: str, emails_by_hash: Mapping[str, str]
-) -> dict[str, Any]:
-    """The state of each member as a plain record (created where missing): like
-    :func:`member_states`, for a whole page, without an ORM object per member. Write
-    the records back with :func:`write_records`."""
-    if not emails_by_hash:
-        return {}
-    session.flush()  # states added in this transaction must be seen, not added again
-    _insert_missing(session, State, audience_id, emails_by_hash)
-    rows = session.execute(
-        sa.select(*State.__table__.c).where(
-            State.store == DEFAULT_STORE,
-            State.audience_id == audience_id,
-            State.subscriber_hash.in_(list(emails_by_hash)),
-        )
+def of_members(State: Any, audience_id: str, hashes: Iterable[str]) -> Any:
+    """SQL: the state rows of these members (by subscriber hash) of the audience."""
+    return sa.and_(
+        State.store == DEFAULT_STORE,
+        State.audience_id == audience_id,
+        State.subscriber_hash.in_(list(hashes)),
     )
-    return {row.subscriber_hash: SimpleNamespace(**row._mapping) for row in rows}
-
-
-#: What recording a member may change in its state record.
-_RECORDED = ("email", "status", "status_changed_at", "sent", "archived_by_shop",
-             "fingerprint", "tags", "synced_at", "last_error")  # fmt: skip
-
-
-def write_records(session: Any, State: Any, records: Iterable[Any]) -> None:
-    """Write member records back, in one statement."""
-    rows = [{"record_id": r.id, **{name: getattr(r, name) for name in _RECORDED}} for r in records]
-    if rows:
-        table = State.__table__
-        values: dict[str, Any] = {name: sa.bindparam(name) for name in _RECORDED}
-        statement = sa.update(table).where(table.c.id == sa.bindparam("record_id"))
-        session.execute(statement.values(values), rows)
 
 
 def member_state(session: Any, State: Any, audience_id: str, member_hash: str, email: str) -> Any:
@@ -88,21 +58,13 @@ def _insert_missing(
          "email": email, "sent": False, "archived_by_shop": False, "tags": ""}
         for member_hash, email in emails_by_hash.items()
     ]  # fmt: skip
-    dialect = session.get_bind(mapper=sa.inspect(State)).dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        session.execute(insert(State.__table__).on_conflict_do_nothing(), rows)
+    insert = upsert_insert(session, State)
+    if insert is not None:
+        session.execute(insert.on_conflict_do_nothing(), rows)
         return
     # Other databases: one savepoint a row, so a row another writer added is skipped.
-    existing = set(
-        session.execute(
-            sa.select(State.subscriber_hash).where(
-                State.store == DEFAULT_STORE,
-                State.audience_id == audience_id,
-                State.subscriber_hash.in_(list(emails_by_hash)),
-            )
-        ).scalars()
-    )
+    query = sa.select(State.subscriber_hash).where(of_members(State, audience_id, emails_by_hash))
+    existing = set(session.execute(query).scalars())
     for row in rows:
         if row["subscriber_hash"] in existing:
             continue
@@ -111,6 +73,17 @@ def _insert_missing(
                 session.execute(sa.insert(State), [row])
         except exc.IntegrityError:
             pass
+
+
+def upsert_insert(session: Any, State: Any) -> Any:
+    """An INSERT into *State*'s table that can skip rows already there (``None`` on
+    databases without ``ON CONFLICT``)."""
+    dialect = session.get_bind(mapper=sa.inspect(State)).dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(State.__table__)
+    if dialect == "sqlite":
+        return sqlite.insert(State.__table__)
+    return None
 
 
 def rekey(session: Any, State: Any, state: Any, member_hash: str, email: str) -> None:
@@ -172,14 +145,8 @@ def states_read(
     session: Any, State: Any, audience_id: str, hashes: Iterable[str]
 ) -> dict[str, Any]:
     """What is known of these members, as plain rows (cheap: nothing to change)."""
-    rows = session.execute(
-        sa.select(*State.__table__.c).where(
-            State.store == DEFAULT_STORE,
-            State.audience_id == audience_id,
-            State.subscriber_hash.in_(list(hashes)),
-        )
-    )
-    return {row.subscriber_hash: row for row in rows}
+    query = sa.select(*State.__table__.c).where(of_members(State, audience_id, hashes))
+    return {row.subscriber_hash: row for row in session.execute(query)}
 
 
 def moved_contacts(
@@ -276,8 +243,7 @@ class Links:
     def write(self) -> None:
         """The new and changed links, in two statements (not one per contact)."""
         table = self.Link.__table__
-        if self._new:
-            self.session.execute(table.insert(), self._new)
+        bulk.insert(self.session, table, self._new)
         if self._moved:
             self.session.execute(
                 sa.update(table)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import bounds, signals
 from .._state import real_app
 from ..models import utcnow
-from . import ledger, shop
+from . import ledger, records, shop
 from .members import CREATES, Outcome
 from .planner import Action
 
@@ -109,7 +109,7 @@ class Recorder:
         for outcome in outcomes:
             self._record(audience_id, outcome)
         self.links.write()
-        ledger.write_records(self.session, self.models.MemberState, self._states.values())
+        records.write(self.session, self.models.MemberState, self._states.values())
         self._states = {}
         self.session.flush()
 
@@ -134,9 +134,7 @@ class Recorder:
         """Upsert the state rows a page's outcomes write, in one statement, and read them
         as records (written back in one statement too: a page has hundreds)."""
         wanted = {o.member.hash: o.member.email for o in outcomes if o.writes_state and not o.moves}
-        self._states = ledger.member_records(
-            self.session, self.models.MemberState, audience_id, wanted
-        )
+        self._states = records.read(self.session, self.models.MemberState, audience_id, wanted)
 
     def _record(self, audience_id: str, outcome: Outcome) -> None:
         member = outcome.member

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from .. import bounds, emails
 from ..models import ABSENT, DEFAULT_STORE
 from ..sources import Contact, ContactSource
+from . import bulk
 from .planner import Wanted
 
 #: Mailchimp's limit for a text merge field.
@@ -213,9 +214,8 @@ class Snapshot:
             self._write()
 
     def _write(self) -> None:
-        if self._rows:
-            self.session.execute(self.Staged.__table__.insert(), self._rows)
-            self._rows = []
+        bulk.insert(self.session, self.Staged.__table__, self._rows)
+        self._rows = []
 
 
 def absent_row(run_id: int, contact: Contact) -> dict[str, Any]:
