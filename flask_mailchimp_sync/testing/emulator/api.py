@@ -394,6 +394,18 @@ def _control_routes(app: Flask, state: EmulatorState, faults: Faults) -> None:
         state.connections.reset()
         return _json(state.connections.as_json())
 
+    @app.post("/_emulator/changes")
+    def start_changes() -> Response:
+        """Start logging members' status changes (what ``GET`` then returns)."""
+        state.record_changes()
+        return _json({"recording": True})
+
+    @app.get("/_emulator/changes")
+    def changes() -> Response:
+        start = request.args.get("since", 0, type=int)
+        with state.lock:
+            return _json((state.changes or [])[start:])
+
     @app.get("/_emulator/lists/<list_id>/members")
     def dump_members(list_id: str) -> Response:
         with state.lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -179,6 +180,20 @@ class EmulatorState:
         self.requests: list[dict[str, Any]] = []
         self.batches: dict[str, dict[str, Any]] = {}
         self.connections = Connections()
+        #: When recording: (time, audience id, lowercased email, status) for each change
+        #: of a member's status, so a benchmark can tell when a change arrived.
+        self.changes: list[tuple[float, str, str, str]] | None = None
+
+    def record_changes(self) -> None:
+        """Start (or restart) the log of status changes."""
+        with self.lock:
+            self.changes = []
+
+    def _changed(self, audience: Audience, member: Member) -> None:
+        member.last_changed = now()
+        if self.changes is not None:
+            entry = (time.time(), audience.id, member.email.lower(), member.visible_status)
+            self.changes.append(entry)
 
     # -- arranging state (tests, the demo) ------------------------------------------
 
@@ -293,6 +308,7 @@ class EmulatorState:
         _apply_profile(member, body)
         member.tags = list(dict.fromkeys(body.get("tags") or []))
         audience.members[member.hash] = member
+        self._changed(audience, member)
         return member
 
     def update_member(self, audience: Audience, member: Member, body: dict[str, Any]) -> None:
@@ -319,14 +335,14 @@ class EmulatorState:
                 member.timestamp_opt = now()
             member.status = status
             member.archived = False  # an explicit status is what brings an archived member back
-        member.last_changed = now()
+        self._changed(audience, member)
 
     def archive_member(self, audience: Audience, hash_or_email: str) -> None:
         member = self.find_member(audience, hash_or_email)
         if member.archived:
             raise errors.not_found()
         member.archived = True
-        member.last_changed = now()
+        self._changed(audience, member)
 
     def delete_permanently(self, audience: Audience, hash_or_email: str) -> None:
         member = self.find_member(audience, hash_or_email)
