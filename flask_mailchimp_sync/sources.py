@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 from sqlalchemy.sql.elements import ColumnElement
 
-from . import emails
+from . import emails, many
 from .watches import watches_for
 
 log = logging.getLogger(__name__)
@@ -247,10 +247,12 @@ class ContactSource:
         for start in range(0, len(keys), 500):
             chunk = [self._typed_key(key) for key in keys[start : start + 500]]
             if columns is None:
-                rows = session.execute(self._query().where(primary_key.in_(chunk)))
+                rows = session.execute(
+                    self._query().where(many.one_of(session, primary_key, chunk))
+                )
                 found += [self.contact_from_row(row[0], row) for row in rows]
             else:
-                rows = session.execute(columns.where(primary_key.in_(chunk)))
+                rows = session.execute(columns.where(many.one_of(session, primary_key, chunk)))
                 found += [self._contact_from_columns(row) for row in rows]
         return found
 
@@ -303,7 +305,9 @@ class ContactSource:
         found: set[str] = set()
         for start in range(0, len(keys), 500):
             chunk = [self._typed_key(key) for key in keys[start : start + 500]]
-            rows = session.execute(sa.select(primary_key).where(primary_key.in_(chunk)))
+            rows = session.execute(
+                sa.select(primary_key).where(many.one_of(session, primary_key, chunk))
+            )
             found.update(str(value) for value in rows.scalars())
         return found
 

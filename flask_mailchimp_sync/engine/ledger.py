@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .. import many
 from ..models import DEFAULT_STORE, utcnow
-from . import bulk
 from .planner import Known, blocks
 
 
@@ -31,17 +31,17 @@ def member_states(
     session.flush()  # states added in this transaction must be seen, not added again
     _insert_missing(session, State, audience_id, emails_by_hash)
     found = session.execute(
-        sa.select(State).where(of_members(State, audience_id, emails_by_hash))
+        sa.select(State).where(of_members(session, State, audience_id, emails_by_hash))
     ).scalars()
     return {state.subscriber_hash: state for state in found}
 
 
-def of_members(State: Any, audience_id: str, hashes: Iterable[str]) -> Any:
+def of_members(session: Any, State: Any, audience_id: str, hashes: Iterable[str]) -> Any:
     """SQL: the state rows of these members (by subscriber hash) of the audience."""
     return sa.and_(
         State.store == DEFAULT_STORE,
         State.audience_id == audience_id,
-        State.subscriber_hash.in_(list(hashes)),
+        many.one_of(session, State.subscriber_hash, hashes),
     )
 
 
@@ -63,7 +63,9 @@ def _insert_missing(
         session.execute(insert.on_conflict_do_nothing(), rows)
         return
     # Other databases: one savepoint a row, so a row another writer added is skipped.
-    query = sa.select(State.subscriber_hash).where(of_members(State, audience_id, emails_by_hash))
+    query = sa.select(State.subscriber_hash).where(
+        of_members(session, State, audience_id, emails_by_hash)
+    )
     existing = set(session.execute(query).scalars())
     for row in rows:
         if row["subscriber_hash"] in existing:
@@ -113,7 +115,7 @@ def linked_contacts(
         sa.select(Link.source, Link.contact_key).where(
             Link.store == DEFAULT_STORE,
             Link.audience_id == audience_id,
-            Link.subscriber_hash.in_(list(set(hashes))),
+            many.one_of(session, Link.subscriber_hash, set(hashes)),
         )
     )
     return {(source, key) for source, key in rows}
@@ -145,7 +147,7 @@ def states_read(
     session: Any, State: Any, audience_id: str, hashes: Iterable[str]
 ) -> dict[str, Any]:
     """What is known of these members, as plain rows (cheap: nothing to change)."""
-    query = sa.select(*State.__table__.c).where(of_members(State, audience_id, hashes))
+    query = sa.select(*State.__table__.c).where(of_members(session, State, audience_id, hashes))
     return {row.subscriber_hash: row for row in session.execute(query)}
 
 
@@ -201,7 +203,9 @@ class Links:
         """Read the links of these (source, key) contacts."""
         keys = {key for _, key in contacts}
         rows = self.session.execute(
-            sa.select(*self.Link.__table__.c).where(self.Link.contact_key.in_(keys))
+            sa.select(*self.Link.__table__.c).where(
+                many.one_of(self.session, self.Link.contact_key, keys)
+            )
         )
         self.by_contact = {(link.source, link.contact_key): link for link in rows}
 
@@ -243,7 +247,7 @@ class Links:
     def write(self) -> None:
         """The new and changed links, in two statements (not one per contact)."""
         table = self.Link.__table__
-        bulk.insert(self.session, table, self._new)
+        many.insert(self.session, table, self._new)
         if self._moved:
             self.session.execute(
                 sa.update(table)

@@ -5,7 +5,7 @@ entry each) costs more than the rest of the page; records are plain attribute ba
 that the recorder changes the same way. A record remembers what it was read as, so
 only the columns a page changed are written: a change a webhook committed meanwhile
 to another column stands. A member the ledger did not know is inserted with its
-values at once, skipping (and then updating) a row someone else added meanwhile.
+values at once; a row someone else added meanwhile takes just the columns set.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ class Record(SimpleNamespace):
     """A member's state row, to change; ``id`` is ``None`` until it is written."""
 
     def changes(self) -> dict[str, Any]:
-        original = self.__dict__.get("_read", {})
+        """What was changed since the row was read (or made, for a new member)."""
+        original = self.__dict__["_read"]
         return {name: getattr(self, name) for name in RECORDED
-                if name not in original or original[name] != getattr(self, name)}  # fmt: skip
+                if original[name] != getattr(self, name)}  # fmt: skip
 
 
 def read(
@@ -43,17 +44,17 @@ def read(
     if ledger.upsert_insert(session, State) is None:
         ledger.member_states(session, State, audience_id, emails_by_hash)  # rows first
     query = sa.select(*State.__table__.c).where(
-        ledger.of_members(State, audience_id, emails_by_hash)
+        ledger.of_members(session, State, audience_id, emails_by_hash)
     )
     rows = session.execute(query)
     found = {row.subscriber_hash: _record(dict(row._mapping)) for row in rows}
     for member_hash, email in emails_by_hash.items():
         if member_hash not in found:
-            found[member_hash] = Record(
-                id=None, store=DEFAULT_STORE, audience_id=audience_id,
-                subscriber_hash=member_hash, email=email, status=None, sent=False,
-                archived_by_shop=False, fingerprint=None, tags="", status_changed_at=None,
-                synced_at=None, last_error=None,
+            found[member_hash] = _record(
+                {"id": None, "store": DEFAULT_STORE, "audience_id": audience_id,
+                 "subscriber_hash": member_hash, "email": email, "status": None, "sent": False,
+                 "archived_by_shop": False, "fingerprint": None, "tags": "",
+                 "status_changed_at": None, "synced_at": None, "last_error": None}
             )  # fmt: skip
     return found
 
@@ -65,7 +66,7 @@ def write(session: Any, State: Any, records: Iterable[Record]) -> None:
     new = [r for r in records if r.id is None]
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for record in records:
-        changes = record.changes() if record.id is not None else {}
+        changes = record.changes() if record.id is not None else None
         if changes:
             by_columns.setdefault(tuple(changes), []).append({"record_id": record.id, **changes})
     for columns, rows in by_columns.items():
@@ -77,20 +78,21 @@ def write(session: Any, State: Any, records: Iterable[Record]) -> None:
 
 
 def _insert(session: Any, State: Any, records: list[Record]) -> None:
-    """Insert new members; one someone added meanwhile gets this page's changes."""
+    """Insert new members; one someone added meanwhile (a webhook, say) takes just the
+    columns this page set, like an update would."""
     table = State.__table__
-    rows = [{name: value for name, value in vars(r).items() if name != "id"} for r in records]
-    insert = ledger.upsert_insert(session, State)
-    returning = insert.on_conflict_do_nothing().returning(table.c.subscriber_hash)
-    added = set(session.execute(returning, rows).scalars())
+    key = [table.c.store, table.c.audience_id, table.c.subscriber_hash]
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for record in records:
-        if record.subscriber_hash not in added:
-            session.execute(
-                sa.update(table)
-                .where(table.c.store == record.store, table.c.audience_id == record.audience_id)
-                .where(table.c.subscriber_hash == record.subscriber_hash)
-                .values(record.changes())
-            )
+        row = {n: v for n, v in vars(record).items() if n in table.c and n != "id"}
+        by_columns.setdefault(tuple(record.changes()), []).append(row)
+    for columns, rows in by_columns.items():
+        insert = ledger.upsert_insert(session, State)
+        changed = {name: insert.excluded[name] for name in columns}
+        if changed:
+            session.execute(insert.on_conflict_do_update(index_elements=key, set_=changed), rows)
+        else:
+            session.execute(insert.on_conflict_do_nothing(), rows)
 
 
 def _record(values: dict[str, Any]) -> Record:

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from .. import many
 from ..models import ABSENT, DEFAULT_STORE
 from .planner import ACTIVE
 
@@ -81,7 +82,8 @@ class RunSelection:
         wanted = sorted(set(hashes))
         for start in range(0, len(wanted), PAGE):
             query = sa.select(link.source, link.contact_key).where(
-                self._current(audience_id), link.subscriber_hash.in_(wanted[start : start + PAGE])
+                self._current(audience_id),
+                many.one_of(self.session, link.subscriber_hash, wanted[start : start + PAGE]),
             )
             found += [(source, key) for source, key in self.session.execute(query)]
         return found
@@ -107,7 +109,10 @@ class RunSelection:
         query = sa.select(staged.subscriber_hash).where(self._mine(audience_id))
         if changed_only:
             query = query.where(
-                sa.or_(self._contact_changed(), staged.subscriber_hash.in_(sorted(set(also))))
+                sa.or_(
+                    self._contact_changed(),
+                    many.one_of(self.session, staged.subscriber_hash, sorted(set(also))),
+                )
             )
         last = ""
         while True:
@@ -129,7 +134,9 @@ class RunSelection:
         staged = self.Staged
         rows = self.session.execute(
             sa.select(*staged.__table__.c)
-            .where(self._mine(audience_id), staged.subscriber_hash.in_(hashes))
+            .where(
+                self._mine(audience_id), many.one_of(self.session, staged.subscriber_hash, hashes)
+            )
             .order_by(staged.id)
         )
         grouped: dict[str, list[Any]] = defaultdict(list)
@@ -141,7 +148,7 @@ class RunSelection:
         """Which of these addresses some staged contact still has."""
         staged = self.Staged
         query = sa.select(staged.subscriber_hash).where(
-            self._mine(audience_id), staged.subscriber_hash.in_(sorted(set(hashes)))
+            self._mine(audience_id), many.one_of(self.session, staged.subscriber_hash, set(hashes))
         )
         return set(self.session.execute(query).scalars())
 

@@ -17,10 +17,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .. import bounds, emails
+from .. import bounds, emails, many
 from ..models import ABSENT, DEFAULT_STORE
 from ..sources import Contact, ContactSource
-from . import bulk
 from .planner import Wanted
 
 #: Mailchimp's limit for a text merge field.
@@ -176,7 +175,7 @@ class Snapshot:
         rows = self.session.execute(
             sa.select(Link.contact_key, Link.audience_id, Link.subscriber_hash, Link.fingerprint)
             .where(Link.store == DEFAULT_STORE, Link.source == source)
-            .where(Link.contact_key.in_(keys))
+            .where(many.one_of(self.session, Link.contact_key, keys))
         )
         return {key: (audience, member, print_) for key, audience, member, print_ in rows}
 
@@ -214,7 +213,7 @@ class Snapshot:
             self._write()
 
     def _write(self) -> None:
-        bulk.insert(self.session, self.Staged.__table__, self._rows)
+        many.insert(self.session, self.Staged.__table__, self._rows)
         self._rows = []
 
 
