@@ -428,15 +428,17 @@ def _columns_query(source: ContactSource) -> sa.Select[Any] | None:
 
     Only where reading the instance would give the very same values: no callable, and
     each path a column of the model or of a row one relationship away that is unique
-    for the contact (many-to-one, or one-to-one on the related row's key), outer-joined
-    so that a missing related row reads as ``None`` as it does on the instance.
+    for the contact (many-to-one, or one-to-one on the related row's key). A related
+    column is a correlated subquery (a missing row reads as ``None``, as it does on
+    the instance): the database looks up each row of a chunk by its key, whatever its
+    statistics say, where a join could be planned as a scan of the whole related table
+    for every chunk.
     """
     if source._merge_fields is not None:
         return None
     model: Any = source.model
     mapper: Any = sa.inspect(model)
     selected: list[Any] = [getattr(model, source._primary_key)]
-    joins: dict[str, Any] = {}
     for field_ in source._fields:
         if field_.expression is not None:
             selected.append(field_.expression)
@@ -446,19 +448,11 @@ def _columns_query(source: ContactSource) -> sa.Select[Any] | None:
         if len(field_.path) == 1:
             column = _column_attribute(mapper, model, field_.path[0])
         else:
-            hop, name = field_.path
-            target = joins.get(hop) or _unique_related(mapper, hop)
-            if target is None:
-                return None
-            joins[hop] = target
-            column = _column_attribute(sa.inspect(target).mapper, target, name)
+            column = _related_column(mapper, *field_.path)
         if column is None:
             return None
         selected.append(column)
-    query = sa.select(*selected)
-    for hop, target in joins.items():
-        query = query.outerjoin(target, getattr(model, hop).of_type(target))
-    return query
+    return sa.select(*selected)
 
 
 def _column_attribute(mapper: Any, owner: Any, name: str) -> Any:
@@ -466,12 +460,15 @@ def _column_attribute(mapper: Any, owner: Any, name: str) -> Any:
     return getattr(owner, name) if name in mapper.column_attrs else None
 
 
-def _unique_related(mapper: Any, name: str) -> Any:
-    """An alias of the row relationship *name* leads to, when there is at most one."""
-    relationship = mapper.relationships.get(name) if name in mapper.relationships else None
+def _related_column(mapper: Any, hop: str, name: str) -> Any:
+    """Column *name* of the row relationship *hop* leads to, as a scalar subquery, when
+    there is at most one such row (and it lives in another table)."""
+    relationship = mapper.relationships.get(hop) if hop in mapper.relationships else None
     if relationship is None or relationship.uselist or relationship.secondary is not None:
         return None
     target = relationship.mapper
+    if target.local_table is mapper.local_table:
+        return None  # the same table on both sides: leave it to the instances
     if relationship.direction is not orm.MANYTOONE:
         remote = {column.key for column in relationship.remote_side}
         keys = [{c.key for c in target.primary_key}]
@@ -482,4 +479,7 @@ def _unique_related(mapper: Any, name: str) -> Any:
         ]
         if not any(key <= remote for key in keys):
             return None
-    return orm.aliased(target.class_)
+    column = _column_attribute(target, target.class_, name)
+    if column is None:
+        return None
+    return sa.select(column).where(relationship.primaryjoin).scalar_subquery()

@@ -46,16 +46,27 @@ class RunSelection:
         self.sources = sorted(set(sources))
 
     def analyze(self) -> None:
-        """Fresh statistics for the tables a run just wrote and is about to query
-        (PostgreSQL; other databases plan without them). The caller commits."""
-        if self.session.get_bind().dialect.name != "postgresql":
+        """Fresh statistics for the tables a run queries (PostgreSQL; other databases
+        plan without them): the staged rows, just written, and the ledger's tables
+        when a tenth of them changed since they were last analysed (after a first
+        sync, say). The caller commits."""
+        if self.session.get_bind(clause=self.Staged.__table__).dialect.name != "postgresql":
             return
-        tables = ", ".join(m.__table__.name for m in (self.Staged, self.Link, self.State))
+        names = [self.Staged.__table__.name, *self._stale(self.Link, self.State)]
         try:
             with self.session.begin_nested():
-                self.session.execute(sa.text(f"ANALYZE {tables}"))
+                self.session.execute(sa.text(f"ANALYZE {', '.join(names)}"))
         except exc.DBAPIError as error:  # not the tables' owner: plan with what there is
             log.warning("Could not ANALYZE the Mailchimp sync tables: %s", error)
+
+    def _stale(self, *models: Any) -> list[str]:
+        """Which of these tables changed by a tenth since PostgreSQL last analysed them."""
+        names = [model.__table__.name for model in models]
+        query = sa.text(
+            "SELECT relname FROM pg_stat_user_tables WHERE relid = ANY(CAST(:tables AS regclass[]))"
+            " AND n_mod_since_analyze > 0.1 * GREATEST(n_live_tup, 1000)"
+        )
+        return list(self.session.execute(query, {"tables": names}).scalars())
 
     def _mine(self, audience_id: str) -> Any:
         staged = self.Staged

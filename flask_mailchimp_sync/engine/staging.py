@@ -152,21 +152,24 @@ class Snapshot:
             return 0
         links = self._links(contacts[0].source, [contact.key for contact in contacts])
         for contact in contacts:
-            row, problem = checked_row(self.Staged, self.run_id, target, contact)
+            row = staged_row(self.run_id, target, contact)
             link = links.get(contact.key)
-            if problem is not None:
-                if contact.marketing:  # without consent it would not be sent anyway
-                    yield Skipped(contact, problem)
-                if link is not None:
-                    self._add(absent_row(self.run_id, contact))
-            elif self.changed_only and link == (
+            if self.changed_only and link == (
                 target.audience_id,
                 row["subscriber_hash"],
                 row["fingerprint"],
             ):
+                # Handled as it is now, so its data passed these very checks then.
                 self.unchanged += 1
-            else:
+                continue
+            problem = contact_problem(contact) or bounds.problem(self.Staged, row)
+            if problem is None:
                 self._add(row)
+                continue
+            if contact.marketing:  # without consent it would not be sent anyway
+                yield Skipped(contact, problem)
+            if link is not None:
+                self._add(absent_row(self.run_id, contact))
         return len(links)
 
     def _links(self, source: str, keys: list[str]) -> dict[str, tuple[str, str, str]]:
