@@ -2,10 +2,12 @@
 
 Recording a page of hundreds of members through ORM objects (one object, one flush
 entry each) costs more than the rest of the page; records are plain attribute bags
-that the recorder changes the same way. A record remembers what it was read as, so
-only the columns a page changed are written: a change a webhook committed meanwhile
-to another column stands. A member the ledger did not know is inserted with its
-values at once; a row someone else added meanwhile takes just the columns set.
+that the recorder changes the same way, made from the rows the page was planned from
+(a page's members are its own: no other page writes them). A record remembers what
+it was read as, so only the columns a page changed are written: a change a webhook
+committed meanwhile to another column stands. A member the ledger did not know is
+inserted with its values at once; a row someone else added meanwhile takes just the
+columns set.
 """
 
 from __future__ import annotations
@@ -46,16 +48,26 @@ def read(
     query = sa.select(*State.__table__.c).where(
         ledger.of_members(session, State, audience_id, emails_by_hash)
     )
-    rows = session.execute(query)
-    found = {row.subscriber_hash: _record(dict(row._mapping)) for row in rows}
+    rows = {row.subscriber_hash: row for row in session.execute(query)}
+    return known(audience_id, rows, emails_by_hash)
+
+
+def known(
+    audience_id: str, rows: Mapping[str, Any], emails_by_hash: Mapping[str, str]
+) -> dict[str, Record]:
+    """Records of these members from their state rows as read (``None``: no row)."""
+    found = {}
     for member_hash, email in emails_by_hash.items():
-        if member_hash not in found:
-            found[member_hash] = _record(
-                {"id": None, "store": DEFAULT_STORE, "audience_id": audience_id,
-                 "subscriber_hash": member_hash, "email": email, "status": None, "sent": False,
-                 "archived_by_shop": False, "fingerprint": None, "tags": "",
-                 "status_changed_at": None, "synced_at": None, "last_error": None}
-            )  # fmt: skip
+        row = rows.get(member_hash)
+        if row is not None:
+            found[member_hash] = _record(dict(row._mapping))
+            continue
+        found[member_hash] = _record(
+            {"id": None, "store": DEFAULT_STORE, "audience_id": audience_id,
+             "subscriber_hash": member_hash, "email": email, "status": None, "sent": False,
+             "archived_by_shop": False, "fingerprint": None, "tags": "",
+             "status_changed_at": None, "synced_at": None, "last_error": None}
+        )  # fmt: skip
     return found
 
 
