@@ -228,6 +228,9 @@ def _define(db: SQLAlchemy) -> Models:
         attempts = sa.Column(sa.Integer, nullable=False, default=0)
         next_attempt_at = sa.Column(Timestamp)
         last_error = sa.Column(sa.Text)
+        #: For a deleted contact: the member it was last sent as (its link is gone).
+        audience_id = sa.Column(sa.String(32))
+        subscriber_hash = sa.Column(sa.String(32))
         #: The sync that found this row committed when it began reading the shop: the
         #: change is in what that sync read, so its success delivers the row.
         seen_by_run = sa.Column(sa.Integer)

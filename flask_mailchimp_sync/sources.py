@@ -274,7 +274,9 @@ class ContactSource:
 
         The extension finds contacts by their stored links first; this reads the host's
         table for contacts no sync has linked yet. The SQL condition only narrows the
-        rows read (it matches the usual spellings); the identity decides.
+        rows read, and never leaves one out: it ignores case and surrounding whitespace
+        and lets any character stand for a non-ASCII letter (SQL ``lower`` and ``trim``
+        disagree with Python's). The identity decides.
         """
         field = self._field("email")
         assert field is not None
@@ -283,8 +285,8 @@ class ContactSource:
         if column is None and len(field.path) == 1 and field.path[0] in self._columns():
             column = getattr(self.model, field.path[0])
         query = self._query()
-        if column is not None:  # else a callable or a relationship path: read them all
-            query = query.where(sa.func.lower(sa.func.trim(column)) == wanted)
+        if column is not None and wanted is not None:  # else read them all
+            query = query.where(column.ilike(_containing(wanted), escape="\\"))
         return [
             (row[0], row)
             for row in session.execute(query)
@@ -351,6 +353,12 @@ class ContactSource:
     def paths(self) -> list[tuple[str, ...]]:
         """The attribute paths the fields read."""
         return [f.path for f in self._fields if f.path]
+
+
+def _containing(identity: str) -> str:
+    """A LIKE pattern matching every spelling of *identity* (and more)."""
+    escaped = identity.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return "%" + "".join(c if c.isascii() else "_" for c in escaped) + "%"
 
 
 def _text(value: Any) -> str | None:

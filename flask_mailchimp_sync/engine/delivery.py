@@ -31,7 +31,7 @@ from .members import Member, Outcome
 from .outbox import Outbox
 from .planner import ACTIVE, Action
 from .recorder import Recorder
-from .runner import departed_member, plan_member, targets_for
+from .runner import History, departed_member, plan_member, targets_for
 from .select import PAGE
 from .sender import Sender
 from .staging import Target
@@ -106,7 +106,7 @@ def _deliver(
     session.commit()
     try:
         delivery = Delivery(extension, settings, record)
-        delivery.deliver(targets, sorted({(row.source, row.contact_key) for row in rows}))
+        delivery.deliver(targets, rows)
         Outbox(session, extension.models).delivered(rows)
         record.state, record.finished_at = "done", utcnow()
         session.commit()
@@ -161,22 +161,26 @@ class Delivery:
         self.sender = Sender(self.api, config, new_status, batch_threshold=BURST)
         self.recorder = Recorder(extension, record, {"delivery_id": record.id})
 
-    def deliver(self, targets: Sequence[Target], changed: Sequence[tuple[str, str]]) -> None:
-        contacts, scope = self._affected(targets, changed)
+    def deliver(self, targets: Sequence[Target], rows: Sequence[Any]) -> None:
+        """Deliver the changes of these outbox rows."""
+        changed = sorted({(row.source, row.contact_key) for row in rows})
+        # Deleted contacts: the members they were last sent as (their links are gone).
+        departed = {row.subscriber_hash for row in rows if row.subscriber_hash}
+        contacts, scope = self._affected(targets, changed, departed)
         for audience_id in sorted({t.audience_id for t in targets}):
             here = [t for t in targets if t.audience_id == audience_id]
             groups = self._groups(here, contacts)
             self._deliver_audience(audience_id, groups, scope)
 
     def _affected(
-        self, targets: Sequence[Target], changed: Sequence[tuple[str, str]]
+        self, targets: Sequence[Target], changed: Sequence[tuple[str, str]], departed: set[str]
     ) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """The changed contacts, plus every contact last sent as the same member as they
         are now or were last sent as (found through the stored links, so another
         spelling of the address is found too); and the members (hashes) concerned."""
         sources = {s.name: s for t in targets for s in t.sources}
         found: dict[str, dict[str, Any]] = {name: {} for name in sources}
-        hashes: set[str] = set()
+        hashes: set[str] = set(departed)
         for name, key in changed:
             contact = self._contact(sources, name, key)
             if contact is not None:
@@ -234,13 +238,13 @@ class Delivery:
         links.load((row.source, row.contact_key) for rows in groups.values() for row in rows)
         moved = ledger.moved_contacts(links.by_contact, audience_id, groups)
         olds = set().union(*moved.values()) if moved else set()
-        previous = ledger.previous_members(
-            moved, ledger.states_read(self.session, State, audience_id, olds), olds & set(groups)
+        old_states = ledger.states_read(self.session, State, audience_id, olds)
+        history = History(
+            ledger.previous_members(moved, old_states, olds & set(groups)),
+            ledger.refused_contacts(links.by_contact, audience_id, groups, old_states),
         )
         tags = self._merge_tags(audience_id)
-        members = [
-            plan_member(h, rows, states.get(h), previous.get(h), tags) for h, rows in groups.items()
-        ]
+        members = [plan_member(h, rows, states.get(h), history, tags) for h, rows in groups.items()]
         # Members none of whose contacts is left, but for those about to move along.
         moving = {m.previous.subscriber_hash for m in members if m.decision.action is Action.MOVE}
         members += [
@@ -251,7 +255,7 @@ class Delivery:
         for start in range(0, len(members), PAGE):
             page = members[start : start + PAGE]
             outcomes = self.sender.send(audience_id, page)
-            outcomes = self._retry_refused_fields(audience_id, outcomes, groups, states, previous)
+            outcomes = self._retry_refused_fields(audience_id, outcomes, groups, states, history)
             self.recorder.record(audience_id, outcomes)
 
     def _merge_tags(self, audience_id: str, *, fresh: bool = False) -> set[str]:
@@ -271,7 +275,7 @@ class Delivery:
         outcomes: list[Outcome],
         groups: dict[str, list[Any]],
         states: dict[str, Any],
-        previous: dict[str, Any],
+        history: History,
     ) -> list[Outcome]:
         """Mailchimp refused a merge field (edited since the last Sync): read the tags
         again and send those members once more."""
@@ -283,7 +287,7 @@ class Delivery:
         tags = self._merge_tags(audience_id, fresh=True)
         again: list[Member] = [
             plan_member(o.member.hash, groups[o.member.hash], states.get(o.member.hash),
-                        previous.get(o.member.hash), tags)
+                        history, tags)
             for o in refused if o.member.hash in groups
         ]  # fmt: skip
         kept = [o for o in outcomes if o not in refused]

@@ -45,6 +45,12 @@ class Member:
     previous: Any = None
     #: No contact still has the previous address: its member may move here.
     can_move: bool = False
+    #: Contacts (source, key) whose person refused under another address: their
+    #: consent does not count here, and they stay linked to that member.
+    refused: frozenset[tuple[str, str]] = frozenset()
+    #: The shop created this member though the decision became an update: an add
+    #: whose first attempt went unanswered was carried out, and its retry found it.
+    created: bool = False
     decision: Decision = field(default_factory=lambda: Decision(Action.UNCHANGED))
 
     @property

@@ -125,13 +125,20 @@ def staged_row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
     }
 
 
-def wanted_member(staged_rows: Sequence[Any], merge_tags: Mapping[str, Any] | set[str]) -> Wanted:
+def wanted_member(
+    staged_rows: Sequence[Any],
+    merge_tags: Mapping[str, Any] | set[str],
+    refused: frozenset[tuple[str, str]] = frozenset(),
+) -> Wanted:
     """One address's contacts (in registration order) as one member.
 
-    Consent from any contact with the flag on; tags of those contacts; each merge field
-    from the first contact that has it, kept only where the audience has that field.
+    Consent from any contact with the flag on, but those in *refused* (source, key),
+    whose person refused under another address; tags of the consenting contacts; each
+    merge field from the first contact that has it, kept only where the audience has it.
     """
-    consenting = [row for row in staged_rows if row.marketing]
+    consenting = [
+        row for row in staged_rows if row.marketing and (row.source, row.contact_key) not in refused
+    ]
     fields: dict[str, Any] = {}
     for row in consenting or staged_rows:
         for tag, value in json.loads(row.merge_fields).items():

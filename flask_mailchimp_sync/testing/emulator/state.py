@@ -160,6 +160,9 @@ class EmulatorState:
         self.audiences: dict[str, Audience] = {}
         self.requests: list[dict[str, Any]] = []
         self.batches: dict[str, dict[str, Any]] = {}
+        #: Whether ``GET /lists/{id}/members`` without ``status`` lists archived members
+        #: too. Mailchimp's docs do not settle it, so tests run the plugin both ways.
+        self.archived_in_unfiltered_list = False
 
     # -- arranging state (tests, the demo) ------------------------------------------
 
@@ -370,9 +373,10 @@ class EmulatorState:
     def list_members(
         self, audience: Audience, *, status: str | None, since: datetime | None
     ) -> Iterator[Member]:
+        hide_archived = status is None and not self.archived_in_unfiltered_list
         for member in audience.members.values():
             visible = member.visible_status
-            if (status is None and visible == "archived") or (status and visible != status):
+            if (hide_archived and visible == "archived") or (status and visible != status):
                 continue
             if since is not None and member.last_changed < since:
                 continue
