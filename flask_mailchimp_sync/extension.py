@@ -12,12 +12,13 @@ from flask_sqlalchemy import SQLAlchemy
 from . import bounds, logs, public_url, realtime, webhooks
 from ._state import EXTENSION_KEY, AppState, app_state
 from .cli import mailchimp_cli
-from .exceptions import AccessDenied, AccessNotConfigured
+from .exceptions import AccessDenied, AccessNotConfigured, TablesMissing, TablesMissingError
 from .layout import DEFAULT_FLASH_CATEGORIES
 from .models import Models, models_for
 from .sources import ContactSource, FieldSpec, MergeFieldsSpec
 from .status import member_status
 from .store import SettingsStore
+from .tables import require_tables
 from .views import blueprint
 
 #: Every config key the extension reads, with its default. Documented in the README.
@@ -40,7 +41,8 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     # The shop's public address (https://shop.example); set, Connect registers a webhook
     # so unsubscribes in Mailchimp reach the shop at once.
     "MAILCHIMP_SYNC_PUBLIC_URL": None,
-    # Redis for the job queue; None (and no REDIS_URL) runs jobs in-process.
+    # Redis for the job queue; None falls back to REDIS_URL, and with neither (or with
+    # False, whatever REDIS_URL says) jobs run in-process.
     "MAILCHIMP_SYNC_REDIS_URL": None,
     # The RQ queue's name.
     "MAILCHIMP_SYNC_QUEUE": "mailchimp_sync",
@@ -150,15 +152,30 @@ class MailchimpSync:
         return processor
 
     def check_access(self) -> Any:
-        """``None`` when the current request may use the pages; else a response (or 403)."""
+        """``None`` when the current request may use the pages; else a response (or 403).
+
+        Past the host's check, the pages also need the extension's tables.
+        """
         if self._authorize is None:
             raise AccessNotConfigured()
         verdict = self._authorize()
-        if verdict is True:
-            return None
         if verdict is False or verdict is None:
             raise AccessDenied()
-        return verdict
+        if verdict is not True:
+            return verdict
+        try:
+            self.check_ready()
+        except TablesMissingError as problem:
+            current_app.logger.error("%s", problem)
+            raise TablesMissing(problem) from None
+        return None
+
+    def check_ready(self) -> None:
+        """Raise :class:`ConfigurationError` (:class:`TablesMissingError` for the tables)
+        unless the tables exist and every source's paths lead somewhere (app context)."""
+        require_tables(self)
+        for source in self.sources:
+            source.resolve()
 
     def add_source(
         self,
