@@ -201,7 +201,7 @@ def sync_command(dry_run: bool, role: str | None, full: bool) -> None:
 
 
 def describe_counts(run: Any) -> str:
-    counts = ", ".join(f"{getattr(run, name)} {name}" for name in OUTCOMES)
+    counts = ", ".join(f"{getattr(run, name)} {name.replace('_', ' ')}" for name in OUTCOMES)
     note = " (preview: nothing was sent)" if run.dry_run else ""
     return f"Run #{run.id} {run.state}: {counts}{note}."
 

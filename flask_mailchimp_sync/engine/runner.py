@@ -238,13 +238,17 @@ class SyncRunner:
         ``full``), 500 at a time; the rest are counted unchanged."""
         everyone = self.selection.address_count(audience_id)
         also = self.learned.get(audience_id, set()) | self.selection.left(audience_id)
-        handled = 0
+        handled = declined = 0
         for hashes in self.selection.pages(audience_id, changed_only=not self.run.full, also=also):
             handled += len(hashes)
-            self._process(audience_id, self._plan(audience_id, hashes))
+            members = self._plan(audience_id, hashes)
+            declined += sum(1 for m in members if m.wanted is not None and not m.wanted.consent)
+            self._process(audience_id, members)
         if not self.run.dry_run:
             self._forget_links_of_deleted_contacts(audience_id)
-        self.run.unchanged += everyone - handled
+        quiet = self.selection.without_consent_count(audience_id) - declined  # not handled
+        self.run.not_opted_in += quiet
+        self.run.unchanged += everyone - handled - quiet
         self.run.processed += everyone - handled
         self._commit()
 
