@@ -181,6 +181,20 @@ class MailchimpApi:
                 if not members or offset >= int(page.get("total_items", 0)):
                     break
 
+    def member(self, audience_id: str, member_hash: str) -> dict[str, Any] | None:
+        """One member's address and status; ``None`` when the audience has no such member."""
+        try:
+            return dict(
+                self._call(
+                    self._client.lists.members.get, audience_id, member_hash,
+                    fields="email_address,status",
+                )
+            )  # fmt: skip
+        except MailchimpApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
     def batch_subscribe(
         self, audience_id: str, members: list[dict[str, Any]]
     ) -> tuple[dict[str, Any], bool]:

@@ -39,7 +39,10 @@ DEBOUNCE = 0.05
 
 
 def redis_url(config: Mapping[str, Any]) -> str | None:
-    return config.get("MAILCHIMP_SYNC_REDIS_URL") or config.get("REDIS_URL") or None
+    own = config.get("MAILCHIMP_SYNC_REDIS_URL")
+    if own is False:  # in-process jobs, even where the host's REDIS_URL is for others
+        return None
+    return own or config.get("REDIS_URL") or None
 
 
 def start_sync(

@@ -251,6 +251,8 @@ def _define(db: SQLAlchemy) -> Models:
         updated = sa.Column(sa.Integer, nullable=False, default=0)
         archived = sa.Column(sa.Integer, nullable=False, default=0)
         unchanged = sa.Column(sa.Integer, nullable=False, default=0)
+        #: Addresses left alone because no contact of theirs has the marketing flag.
+        not_opted_in = sa.Column(sa.Integer, nullable=False, default=0)
         blocked = sa.Column(sa.Integer, nullable=False, default=0)
         skipped = sa.Column(sa.Integer, nullable=False, default=0)
         failed = sa.Column(sa.Integer, nullable=False, default=0)

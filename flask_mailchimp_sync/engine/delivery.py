@@ -26,11 +26,11 @@ from .._state import real_app
 from ..client import MailchimpApi
 from ..exceptions import MailchimpSyncError
 from ..models import utcnow
-from . import ledger, locks, staging
+from . import ledger, locks, shop, staging
 from .members import Member, Outcome
 from .outbox import Outbox
 from .planner import ACTIVE, Action
-from .recorder import Recorder
+from .recorder import WITHDRAWN, Recorder
 from .runner import History, departed_member, plan_member, targets_for
 from .select import PAGE
 from .sender import Sender
@@ -238,6 +238,7 @@ class Delivery:
         links.load((row.source, row.contact_key) for rows in groups.values() for row in rows)
         moved = ledger.moved_contacts(links.by_contact, audience_id, groups)
         olds = set().union(*moved.values()) if moved else set()
+        self._refresh(audience_id, olds)
         old_states = ledger.states_read(self.session, State, audience_id, olds)
         history = History(
             ledger.previous_members(moved, old_states, olds & set(groups)),
@@ -257,6 +258,38 @@ class Delivery:
             outcomes = self.sender.send(audience_id, page)
             outcomes = self._retry_refused_fields(audience_id, outcomes, groups, states, history)
             self.recorder.record(audience_id, outcomes)
+        # A move that became an update (its new address was a member already) left the
+        # old member without contacts.
+        left = [
+            departed_member(m.previous)
+            for m in members
+            if m.previous is not None and m.previous.subscriber_hash in moving
+            and m.decision.action is Action.UPDATE and m.previous.subscriber_hash not in groups
+            and m.previous.sent and m.previous.status in ACTIVE
+        ]  # fmt: skip
+        if left:
+            self.recorder.record(audience_id, self.sender.send(audience_id, left))
+
+    def _refresh(self, audience_id: str, hashes: set[str]) -> None:
+        """Read the members contacts moved away from, as Mailchimp holds them now.
+
+        Consent follows the person: whether they unsubscribed or bounced meanwhile
+        decides what their new address may get, and the ledger may not know it yet
+        (no member lists are read between Syncs). One read per changed address, and
+        none for a flag flip. A refusal found here turns the shop's flags off too.
+        """
+        for member_hash in sorted(hashes):
+            found = self.api.member(audience_id, member_hash)
+            if found is None:
+                continue
+            status, email = str(found.get("status") or ""), str(found["email_address"])
+            state = ledger.member_state(
+                self.session, self.models.MemberState, audience_id, member_hash, email
+            )
+            if status in WITHDRAWN and state.status != status:
+                shop.withdraw(self.extension, audience_id, email, status)
+            ledger.set_status(state, status, email)
+        self.session.flush()
 
     def _merge_tags(self, audience_id: str, *, fresh: bool = False) -> set[str]:
         """The audience's merge tags, from the last Sync's cache (read when missing)."""

@@ -8,7 +8,17 @@ from typing import Any
 from .planner import Action, Decision, Known, Wanted
 
 #: Every outcome a run or a delivery counts, in the order the pages show them.
-OUTCOMES = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
+#: ("not opted in": no contact at the address has the marketing flag, so nothing is sent.)
+OUTCOMES = (
+    "added",
+    "updated",
+    "archived",
+    "unchanged",
+    "not_opted_in",
+    "blocked",
+    "skipped",
+    "failed",
+)
 #: The outcomes listed contact by contact, with a reason.
 LISTED = ("skipped", "blocked", "failed")
 

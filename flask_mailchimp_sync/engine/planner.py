@@ -142,9 +142,12 @@ def refusal(known: Known) -> str:
 
 
 def blocks(known: Known | None) -> bool:
-    """Whether the member's person said no: unsubscribed, or cleaned (bounced). An
-    archive by someone else is not a refusal, so it does not follow the person."""
-    return known is not None and known.status in REFUSED
+    """Whether the member's person may have said no: unsubscribed, cleaned (bounced), or
+    archived by someone else, which hides the status it had (an unsubscribe, perhaps),
+    so in doubt it counts as one."""
+    if known is None:
+        return False
+    return known.status in REFUSED or (known.status == "archived" and not known.archived_by_shop)
 
 
 def _without_consent(known: Known | None) -> Decision:

@@ -76,7 +76,10 @@ class Recorder:
 
     def report_outcome(self, outcome: Outcome) -> None:
         """Count an outcome, and list it when it is skipped, blocked or failed."""
-        setattr(self.report, outcome.counted, getattr(self.report, outcome.counted) + 1)
+        counted, wanted = outcome.counted, outcome.member.wanted
+        if counted == "unchanged" and wanted is not None and not wanted.consent:
+            counted = "not_opted_in"  # nobody at this address said yes: nothing was sent
+        setattr(self.report, counted, getattr(self.report, counted) + 1)
         if outcome.counted in ("blocked", "failed"):
             first = outcome.member.contacts[0] if outcome.member.contacts else None
             self.item(

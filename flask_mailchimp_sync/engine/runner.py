@@ -243,13 +243,17 @@ class SyncRunner:
             | self.selection.left(audience_id)
             | self.outbox.departed(self.run.id, audience_id)
         )
-        handled = 0
+        handled = declined = 0
         for hashes in self.selection.pages(audience_id, changed_only=not self.run.full, also=also):
             handled += len(hashes)
-            self._process(audience_id, self._plan(audience_id, hashes))
+            members = self._plan(audience_id, hashes)
+            declined += sum(1 for m in members if not any(c.marketing for c in m.contacts))
+            self._process(audience_id, members)
         if not self.run.dry_run:
             self._forget_links_of_deleted_contacts(audience_id)
-        self.run.unchanged += everyone - handled
+        quiet = self.selection.without_consent_count(audience_id) - declined  # not handled
+        self.run.not_opted_in += quiet
+        self.run.unchanged += everyone - handled - quiet
         self.run.processed += everyone - handled
         self._commit()
 

@@ -47,6 +47,19 @@ class RunSelection:
             or 0
         )
 
+    def without_consent_count(self, audience_id: str) -> int:
+        """Addresses of the audience that no staged contact gave the marketing flag."""
+        staged = self.Staged
+        consenting = sa.func.max(sa.case((staged.marketing.is_(True), 1), else_=0))
+        addresses = (
+            sa.select(staged.subscriber_hash)
+            .where(self._mine(audience_id))
+            .group_by(staged.subscriber_hash)
+            .having(consenting == 0)
+        )
+        count = sa.select(sa.func.count()).select_from(addresses.subquery())
+        return int(self.session.execute(count).scalar() or 0)
+
     def pages(
         self, audience_id: str, *, changed_only: bool, also: Iterable[str] = ()
     ) -> Iterator[list[str]]:

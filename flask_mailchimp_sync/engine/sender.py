@@ -163,12 +163,19 @@ class Sender:
         return self._outcome(member, 200, reply)
 
     def _move(self, audience_id: str, member: Member, body: dict[str, Any]) -> Any:
-        """PATCH the old member to the new address; if the old one is gone (a retry
-        found the move done, or it was removed), the member is written at the new one."""
+        """PATCH the old member to the new address.
+
+        If the old one is gone (a retry found the move done, or it was removed), the
+        member is written at the new address. If the new address is a member already
+        (someone joined with it meanwhile), that member is updated instead: it is not
+        the shop's, and the old member, left without contacts, goes as departed.
+        """
         try:
             return self.api.change_member(audience_id, member.previous.subscriber_hash, body)
         except MailchimpApiError as error:
-            if error.status != 404:
+            if error.status == 400 and error.title == "Member Exists":
+                member.decision = Decision(Action.UPDATE, add_tags=member.want.tags)
+            elif error.status != 404:
                 raise
         return self.api.upsert_member(
             audience_id, member.hash, dict(body, status_if_new=self.new_status)
