@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 INVALID = ["", "not-an-email", "anna@", "x@y", "no email"]
-COUNTS = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
 
 
 def seed(db_url: str, contacts: int) -> None:
@@ -83,6 +82,7 @@ def child(step: str, db_url: str, api_url: str, api_key: str, audience: str) -> 
 
     from example_app import create_app, mailchimp
     from example_app.models import Customer, db
+    from flask_mailchimp_sync.engine.members import OUTCOMES
     from flask_mailchimp_sync.engine.runner import SyncRunner
     from flask_mailchimp_sync.jobs import start_sync
 
@@ -115,7 +115,7 @@ def child(step: str, db_url: str, api_url: str, api_key: str, audience: str) -> 
             "cpu_s": round(time.process_time() - cpu, 2),
             "peak_rss_mb": peak_rss_mb(),
             "state": run.state,
-            "counts": {k: getattr(run, k) for k in COUNTS},
+            "counts": {k: getattr(run, k) for k in OUTCOMES},
         }
         if run.error:
             result["error"] = run.error

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from ._compat import check_versions
+
+check_versions()  # a clear message, before an older SQLAlchemy fails obscurely below
+
+# ruff: noqa: E402 (the check above must come first)
 from ._state import get_extension
 from ._version import __version__
 from .exceptions import (
@@ -18,6 +23,8 @@ from .exceptions import (
     MalformedEvent,
     StoredKeyUnreadableError,
     SyncRefused,
+    TablesMissingError,
+    UnsupportedVersionError,
 )
 from .extension import DEFAULT_CONFIG, MailchimpSync
 from .logs import RedactSecrets
@@ -42,6 +49,8 @@ __all__ = [
     "RedactSecrets",
     "StoredKeyUnreadableError",
     "SyncRefused",
+    "TablesMissingError",
+    "UnsupportedVersionError",
     "__version__",
     "get_extension",
 ]

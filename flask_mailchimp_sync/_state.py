@@ -28,6 +28,8 @@ class AppState:
     futures: list[Any] = field(default_factory=list)
     #: The thread that hands outbox drains to the queue (made on first use).
     dispatcher: Any = None
+    #: The extension's tables were found in the database (asked until they are).
+    tables_ready: bool = False
 
 
 def app_state(app: Flask | None = None) -> AppState:

@@ -49,7 +49,10 @@ return 0
 
 def redis_url(config: Mapping[str, Any]) -> str | None:
     """The Redis the extension uses (jobs and the shared budget), or ``None``."""
-    return config.get("MAILCHIMP_SYNC_REDIS_URL") or config.get("REDIS_URL") or None
+    own = config.get("MAILCHIMP_SYNC_REDIS_URL")
+    if own is False:  # in-process jobs, even where the host's REDIS_URL is for others
+        return None
+    return own or config.get("REDIS_URL") or None
 
 
 def account_id(api_key: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -12,14 +14,35 @@ from ._state import get_extension, real_app
 from .connection import AudienceChoice
 from .engine.delivery import drain
 from .engine.members import OUTCOMES
-from .exceptions import ConnectionProblem, MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
+from .exceptions import (
+    ConfigurationError,
+    ConnectionProblem,
+    MailchimpSyncError,
+    StoredKeyUnreadableError,
+    SyncRefused,
+)
 from .inbound import reconcile
 from .jobs import DRAIN_JOB_PATH, execute_run, queue, redis_url, start_sync
 
 mailchimp_cli = AppGroup("mailchimp", help="Mailchimp sync: connection, audiences and syncs.")
 
 
+def ready(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Before a command touches the database: one clear message if it cannot."""
+
+    @functools.wraps(command)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            get_extension().check_ready()
+        except ConfigurationError as problem:
+            raise click.ClickException(str(problem)) from None
+        return command(*args, **kwargs)
+
+    return checked
+
+
 @mailchimp_cli.command("status")
+@ready
 def status_command() -> None:
     """Say whether a Mailchimp account is connected, and where each role goes."""
     extension = get_extension()
@@ -63,20 +86,29 @@ def _describe_run(run: object | None) -> str:
     hide_input=True,
     help="The key (or set MAILCHIMP_API_KEY; asked for, unechoed, when omitted).",
 )
-@click.option("--consignor-audience", metavar="ID", help="Audience ID for consignors.")
-@click.option("--customer-audience", metavar="ID", help="Audience ID for customers.")
 @click.option(
-    "--audience", "audiences", metavar="ROLE=ID", multiple=True, help="Audience ID for any role."
+    "--audience",
+    "audiences",
+    metavar="ROLE=ID",
+    multiple=True,
+    callback=lambda _ctx, _param, values: [_role_and_id(value) for value in values],
+    help="The audience of a role, e.g. customer=a1b2c3d4e5 (repeat it for each role).",
 )
+@click.option("--consignor-audience", metavar="ID", help="Same as --audience consignor=ID.")
+@click.option("--customer-audience", metavar="ID", help="Same as --audience customer=ID.")
+@ready
 def connect_command(
     api_key: str,
+    audiences: list[tuple[str, str]],
     consignor_audience: str | None,
     customer_audience: str | None,
-    audiences: tuple[str, ...],
 ) -> None:
-    """Verify an API key with Mailchimp and save it (encrypted), with audiences."""
+    """Verify an API key with Mailchimp and save it (encrypted), with audiences.
+
+    Without audiences, it lists the account's audiences to choose from.
+    """
     extension = get_extension()
-    chosen = dict(item.partition("=")[::2] for item in audiences)
+    chosen = dict(audiences)
     for role, audience_id in (("consignor", consignor_audience), ("customer", customer_audience)):
         if audience_id:
             chosen[role] = audience_id
@@ -101,9 +133,36 @@ def connect_command(
         click.echo(warning, err=True)
     for audience in settings.audiences:
         click.echo(f"  {audience.role}: {audience.audience_name} [{audience.audience_id}]")
+    if not chosen:
+        _list_audiences(extension)
+
+
+def _role_and_id(value: str) -> tuple[str, str]:
+    role, _, audience_id = value.partition("=")
+    if not role.strip() or not audience_id.strip():
+        raise click.BadParameter(f"{value!r} is not ROLE=ID; write e.g. customer=a1b2c3d4e5.")
+    return role.strip(), audience_id.strip()
+
+
+def _list_audiences(extension: Any) -> None:
+    """The account's audiences, and how to choose them (after a connect without any)."""
+    try:
+        listed = connection.list_audiences(extension)
+    except MailchimpSyncError as problem:
+        click.echo(f"Could not list the account's audiences: {problem}", err=True)
+        return
+    if not listed:
+        click.echo("The account has no audiences yet: create one in Mailchimp first.")
+        return
+    click.echo("Audiences in this account:")
+    for audience in listed:
+        click.echo(f"  {audience.id}  {audience.label}")
+    roles = " ".join(f"--audience {role}=ID" for role in extension.roles)
+    click.echo(f"Choose them with: flask mailchimp connect {roles} (or on the Mailchimp page).")
 
 
 @mailchimp_cli.command("disconnect")
+@ready
 def disconnect_command() -> None:
     """Forget the API key, the account and the audience choices."""
     extension = get_extension()
@@ -118,6 +177,7 @@ def disconnect_command() -> None:
 @click.option("--dry-run", is_flag=True, help="Preview: show what would change, send nothing.")
 @click.option("--role", default=None, help="Only this role's audience (with roles sharing it).")
 @click.option("--full", is_flag=True, help="Resend every contact, even those unchanged.")
+@ready
 def sync_command(dry_run: bool, role: str | None, full: bool) -> None:
     """Sync the shop's contacts to Mailchimp now, with a progress bar."""
     extension = get_extension()
@@ -141,12 +201,13 @@ def sync_command(dry_run: bool, role: str | None, full: bool) -> None:
 
 
 def describe_counts(run: Any) -> str:
-    counts = ", ".join(f"{getattr(run, name)} {name}" for name in OUTCOMES)
+    counts = ", ".join(f"{getattr(run, name)} {name.replace('_', ' ')}" for name in OUTCOMES)
     note = " (preview: nothing was sent)" if run.dry_run else ""
     return f"Run #{run.id} {run.state}: {counts}{note}."
 
 
 @mailchimp_cli.command("reconcile")
+@ready
 def reconcile_command() -> None:
     """Read unsubscribes and bounces from Mailchimp and turn those flags off in the shop."""
 
@@ -158,6 +219,7 @@ def reconcile_command() -> None:
 
 
 @mailchimp_cli.command("drain")
+@ready
 def drain_command() -> None:
     """Deliver the real-time changes waiting in the outbox now."""
 
@@ -169,6 +231,7 @@ def drain_command() -> None:
 
 @mailchimp_cli.command("worker")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@ready
 def worker_command(burst: bool) -> None:
     """Run an RQ worker for the sync jobs (needs MAILCHIMP_SYNC_REDIS_URL or REDIS_URL)."""
     from rq import SimpleWorker
@@ -182,6 +245,9 @@ def worker_command(burst: bool) -> None:
     jobs = queue(app)
     # Changes that waited while no worker ran (or Redis was down) go first.
     jobs.enqueue(DRAIN_JOB_PATH)
+    # RQ forks its scheduler: it must not inherit the connection @ready left in the pool,
+    # or a killed worker's open transaction would outlive it and block the next sync.
+    get_extension().db.engine.dispose()
     # SimpleWorker runs jobs in this process, inside the app context this command has;
     # its scheduler runs the delayed retries of failed deliveries.
     SimpleWorker([jobs], connection=jobs.connection).work(burst=burst, with_scheduler=not burst)

@@ -179,14 +179,36 @@ class MailchimpApi:
                 if not members or offset >= int(page.get("total_items", 0)):
                     break
 
-    def batch_subscribe(self, audience_id: str, members: list[dict[str, Any]]) -> dict[str, Any]:
+    def member(self, audience_id: str, member_hash: str) -> dict[str, Any] | None:
+        """One member's address and status; ``None`` when the audience has no such member."""
+        try:
+            return dict(
+                self._call(
+                    self._client.lists.members.get, audience_id, member_hash,
+                    fields="email_address,status",
+                )
+            )  # fmt: skip
+        except MailchimpApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def batch_subscribe(
+        self, audience_id: str, members: list[dict[str, Any]]
+    ) -> tuple[dict[str, Any], bool]:
         """Add up to 500 new members; existing ones come back as ``ERROR_CONTACT_EXISTS``.
 
         ``update_existing`` is always false: with it, Mailchimp would set each existing
         member's status to the one sent, and a sync never changes a member's status.
+        Returns Mailchimp's answer, and whether an earlier attempt went unanswered (then
+        members reported as existing may be ones this very call created).
         """
         body = {"members": members, "update_existing": False}
-        return self._call(self._client.lists.update_members, audience_id, body)
+        unanswered: list[bool] = []
+        result = self._call(
+            self._client.lists.update_members, audience_id, body, unanswered=unanswered
+        )
+        return result, bool(unanswered)
 
     def upsert_member(
         self, audience_id: str, member_hash: str, body: dict[str, Any]
@@ -204,12 +226,18 @@ class MailchimpApi:
         return self._call(self._client.lists.members.update, audience_id, member_hash, body)
 
     def archive_member(self, audience_id: str, member_hash: str) -> bool:
-        """Archive (Mailchimp's DELETE); ``False`` when it was already archived or gone."""
+        """Archive (Mailchimp's DELETE); ``False`` when it was already archived or gone.
+
+        A 404 after an attempt that went unanswered is taken as this call's own archive.
+        """
+        unanswered: list[bool] = []
         try:
-            self._call(self._client.lists.members.delete, audience_id, member_hash)
+            self._call(
+                self._client.lists.members.delete, audience_id, member_hash, unanswered=unanswered
+            )
         except MailchimpApiError as error:
             if error.status == 404:
-                return False
+                return bool(unanswered)
             raise
         return True
 
@@ -266,7 +294,15 @@ class MailchimpApi:
 
     # -- the one way every call goes -----------------------------------------------------
 
-    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(
+        self,
+        method: Callable[..., Any],
+        *args: Any,
+        unanswered: list[bool] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Call with retries. *unanswered* gets ``True`` appended when an attempt got no
+        answer (a timeout, a dropped connection): Mailchimp may have done it anyway."""
         attempt = 0
         while True:
             try:
@@ -276,12 +312,16 @@ class MailchimpApi:
                 problem: MailchimpApiError = translate_error(error)
                 retry = is_transient(problem.status, titled=bool(problem.title))
             except requests.Timeout:
+                if unanswered is not None:
+                    unanswered.append(True)
                 problem = MailchimpUnreachableError(
                     f"Mailchimp did not answer within {self._client.timeout:g} seconds. "
                     "Nothing was changed; try again in a moment."
                 )
                 retry = True
             except requests.RequestException:
+                if unanswered is not None:
+                    unanswered.append(True)
                 problem = MailchimpUnreachableError(
                     "Mailchimp could not be reached (a network error). Nothing was changed; "
                     "try again in a moment."

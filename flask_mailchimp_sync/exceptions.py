@@ -6,7 +6,7 @@ developer's terminal or in front of shop staff. None of them ever contains an AP
 
 from __future__ import annotations
 
-from werkzeug.exceptions import BadRequest, Forbidden
+from werkzeug.exceptions import BadRequest, Forbidden, InternalServerError
 
 
 class MailchimpSyncError(Exception):
@@ -15,6 +15,14 @@ class MailchimpSyncError(Exception):
 
 class ConfigurationError(MailchimpSyncError, RuntimeError):
     """The host app's configuration or registration is incomplete or inconsistent."""
+
+
+class UnsupportedVersionError(MailchimpSyncError, ImportError):
+    """A library the extension needs is older than the oldest version it supports."""
+
+
+class TablesMissingError(ConfigurationError):
+    """The extension's tables (or some of their columns) are not in the database yet."""
 
 
 class InvalidApiKeyError(MailchimpSyncError, ValueError):
@@ -119,3 +127,10 @@ class MalformedEvent(BadRequest):
     """A POST to the webhook that is not a Mailchimp event (answered 400)."""
 
     description = "This is not a Mailchimp webhook event."
+
+
+class TablesMissing(InternalServerError):
+    """The staff page before the extension's tables exist: the fix, not a traceback."""
+
+    def __init__(self, problem: TablesMissingError) -> None:
+        super().__init__(description=str(problem))

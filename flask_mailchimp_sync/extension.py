@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,11 +12,13 @@ from flask_sqlalchemy import SQLAlchemy
 from . import bounds, logs, public_url, realtime, webhooks
 from ._state import EXTENSION_KEY, AppState, app_state
 from .cli import mailchimp_cli
-from .exceptions import AccessDenied, AccessNotConfigured
+from .exceptions import AccessDenied, AccessNotConfigured, TablesMissing, TablesMissingError
+from .layout import DEFAULT_FLASH_CATEGORIES
 from .models import Models, models_for
 from .sources import ContactSource, FieldSpec, MergeFieldsSpec
 from .status import member_status
 from .store import SettingsStore
+from .tables import require_tables
 from .views import blueprint
 
 #: Every config key the extension reads, with its default. Documented in the README.
@@ -28,14 +31,18 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "MAILCHIMP_SYNC_TIMEOUT": 30.0,
     # Where the staff page lives in the host app.
     "MAILCHIMP_SYNC_URL_PREFIX": "/preferences/integrations/mailchimp",
-    # The host template the pages extend (blocks: title, head, content).
+    # The host template the pages extend (it must render the blocks title and content).
     "MAILCHIMP_SYNC_BASE_TEMPLATE": "mailchimp_sync/base.html",
     # Who may show the staff pages in a frame (CSP frame-ancestors); None sends no header.
     "MAILCHIMP_SYNC_FRAME_ANCESTORS": "'none'",
+    # The flash category of each kind of message (success, info, warning, error), for
+    # the host's layout to style; the defaults are Bootstrap's alert names.
+    "MAILCHIMP_SYNC_FLASH_CATEGORIES": DEFAULT_FLASH_CATEGORIES,
     # The shop's public address (https://shop.example); set, Connect registers a webhook
     # so unsubscribes in Mailchimp reach the shop at once.
     "MAILCHIMP_SYNC_PUBLIC_URL": None,
-    # Redis for the job queue; None (and no REDIS_URL) runs jobs in-process.
+    # Redis for the job queue; None falls back to REDIS_URL, and with neither (or with
+    # False, whatever REDIS_URL says) jobs run in-process.
     "MAILCHIMP_SYNC_REDIS_URL": None,
     # The RQ queue's name.
     "MAILCHIMP_SYNC_QUEUE": "mailchimp_sync",
@@ -96,6 +103,8 @@ class MailchimpSync:
         self.sources: list[ContactSource] = []
         self.register_blueprint = register_blueprint
         self._authorize: Callable[[], Any] | None = None
+        #: Functions adding variables the host's layout needs to the pages' context.
+        self.context_processors: list[Callable[[], Mapping[str, Any] | None]] = []
         self._watches: dict[type, Any] | None = None
         if app is not None:
             self.init_app(app)
@@ -107,7 +116,7 @@ class MailchimpSync:
                 "MailchimpSync is already registered on this app; call init_app once per app."
             )
         for key, value in DEFAULT_CONFIG.items():
-            app.config.setdefault(key, value)
+            app.config.setdefault(key, copy.copy(value))  # a host may change a dict in place
         public_url.check(app.config)
         app.extensions[EXTENSION_KEY] = AppState(extension=self)
 
@@ -131,16 +140,46 @@ class MailchimpSync:
         self._authorize = check
         return check
 
+    def context_processor(
+        self, processor: Callable[[], Mapping[str, Any] | None]
+    ) -> Callable[[], Mapping[str, Any] | None]:
+        """Register variables the host's layout needs on the extension's pages (a decorator).
+
+        *processor* returns a dict, like a Flask context processor; use it for what the
+        host's own views pass to every page (a menu, the shop's name)::
+
+            @mailchimp.context_processor
+            def layout_variables():
+                return {"nav_items": main_menu()}
+        """
+        self.context_processors.append(processor)
+        return processor
+
     def check_access(self) -> Any:
-        """``None`` when the current request may use the pages; else a response (or 403)."""
+        """``None`` when the current request may use the pages; else a response (or 403).
+
+        Past the host's check, the pages also need the extension's tables.
+        """
         if self._authorize is None:
             raise AccessNotConfigured()
         verdict = self._authorize()
-        if verdict is True:
-            return None
         if verdict is False or verdict is None:
             raise AccessDenied()
-        return verdict
+        if verdict is not True:
+            return verdict
+        try:
+            self.check_ready()
+        except TablesMissingError as problem:
+            current_app.logger.error("%s", problem)
+            raise TablesMissing(problem) from None
+        return None
+
+    def check_ready(self) -> None:
+        """Raise :class:`ConfigurationError` (:class:`TablesMissingError` for the tables)
+        unless the tables exist and every source's paths lead somewhere (app context)."""
+        require_tables(self)
+        for source in self.sources:
+            source.resolve()
 
     def add_source(
         self,

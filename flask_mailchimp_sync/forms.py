@@ -14,13 +14,13 @@ from wtforms import (
     BooleanField,
     Field,
     PasswordField,
-    SelectChoice,
     SelectField,
     StringField,
     SubmitField,
 )
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
+from ._compat import select_choice
 from .client import AudienceInfo
 from .crypto import API_KEY_PATTERN
 from .exceptions import InvalidApiKeyError
@@ -107,10 +107,10 @@ def audiences_form(
     what is saved even after an audience was deleted in Mailchimp.
     """
     listed = {a.id for a in audiences or []}
-    choices = [SelectChoice(NOT_SYNCED, "— not synced —")]
-    choices += [SelectChoice(a.id, a.label) for a in audiences or []]
+    choices = [select_choice(NOT_SYNCED, "— not synced —")]
+    choices += [select_choice(a.id, a.label) for a in audiences or []]
     choices += [
-        SelectChoice(i, f"{i} (not found in this account)") for i in saved_ids if i not in listed
+        select_choice(i, f"{i} (not found in this account)") for i in saved_ids if i not in listed
     ]
     fields: dict[str, Field] = {}
     for n, role in enumerate(roles):

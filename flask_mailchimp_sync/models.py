@@ -234,6 +234,9 @@ def _define(db: SQLAlchemy) -> Models:
         attempts = sa.Column(sa.Integer, nullable=False, default=0)
         next_attempt_at = sa.Column(Timestamp)
         last_error = sa.Column(sa.Text)
+        #: For a deleted contact: the member it was last sent as (its link is gone).
+        audience_id = sa.Column(sa.String(32))
+        subscriber_hash = sa.Column(sa.String(32))
         #: The sync that found this row committed when it began reading the shop: the
         #: change is in what that sync read, so its success delivers the row.
         seen_by_run = sa.Column(sa.Integer)
@@ -254,6 +257,8 @@ def _define(db: SQLAlchemy) -> Models:
         updated = sa.Column(sa.Integer, nullable=False, default=0)
         archived = sa.Column(sa.Integer, nullable=False, default=0)
         unchanged = sa.Column(sa.Integer, nullable=False, default=0)
+        #: Addresses left alone because no contact of theirs has the marketing flag.
+        not_opted_in = sa.Column(sa.Integer, nullable=False, default=0)
         blocked = sa.Column(sa.Integer, nullable=False, default=0)
         skipped = sa.Column(sa.Integer, nullable=False, default=0)
         failed = sa.Column(sa.Integer, nullable=False, default=0)

@@ -62,20 +62,53 @@ def _after_flush(extension: MailchimpSync, session: orm.Session) -> None:
     if not watches:
         return
     changed: set[tuple[str, str]] = set()
+    gone: set[tuple[str, str]] = set()
     for instance, deleted in _touched(session):
         for model in type(instance).__mro__:
             for watch in watches.get(model, ()):
                 if deleted or instance in session.new or watch.concerned(instance):
-                    changed.update(_contacts_of(watch, session, instance))
+                    found = _contacts_of(watch, session, instance)
+                    changed |= found
+                    if deleted and watch.model is watch.source.model:
+                        gone |= found  # the contact itself is deleted
     # A key too long to store would fail the host's commit; every sync reports that
     # contact as skipped instead.
     table = extension.models.Outbox
     changed = {(name, key) for name, key in changed if bounds.fits(table, "contact_key", key)}
     if changed:
-        rows = [{"source": name, "contact_key": key, "created_at": utcnow(), "attempts": 0}
-                for name, key in sorted(changed)]  # fmt: skip
-        session.execute(sa.insert(extension.models.Outbox), rows)
+        last_sent_as = _unlink(extension, session, gone & changed)
+        rows = [
+            {"source": name, "contact_key": key, "created_at": utcnow(), "attempts": 0,
+             "audience_id": last_sent_as.get((name, key), (None, None))[0],
+             "subscriber_hash": last_sent_as.get((name, key), (None, None))[1]}
+            for name, key in sorted(changed)
+        ]  # fmt: skip
+        session.execute(sa.insert(table), rows)
         session.info[WROTE_OUTBOX] = True
+
+
+def _unlink(
+    extension: MailchimpSync, session: orm.Session, gone: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """Forget the links of deleted contacts, returning the members they were sent as.
+
+    The delivery still needs that member (to archive it), and a row inserted later may
+    get the same key (SQLite reuses them): it must not inherit the deleted one's past.
+    """
+    if not gone:
+        return {}
+    Link = extension.models.ContactState
+    links = session.execute(
+        sa.select(
+            Link.id, Link.source, Link.contact_key, Link.audience_id, Link.subscriber_hash
+        ).where(Link.contact_key.in_({key for _, key in gone}))
+    ).all()
+    mine = [link for link in links if (link.source, link.contact_key) in gone]
+    if mine:
+        session.execute(sa.delete(Link).where(Link.id.in_([link.id for link in mine])))
+    return {
+        (link.source, link.contact_key): (link.audience_id, link.subscriber_hash) for link in mine
+    }
 
 
 def _contacts_of(watch: Watch, session: orm.Session, instance: Any) -> set[tuple[str, str]]:

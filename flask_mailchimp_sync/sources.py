@@ -5,7 +5,9 @@ field. Every field accepts one of three things, so that hosts of any shape fit:
 
 - a string: an attribute path on the model (``"email"``), which may follow
   relationships (``"profile.accepts_marketing"``; related rows are loaded with one
-  extra query per chunk, not one per contact);
+  extra query per chunk, not one per contact). Paths are resolved on first use, once
+  SQLAlchemy has configured the mappers, so relationships declared as backrefs on
+  another model work;
 - a SQL expression (a column, ``func.lower(Customer.email)``, a correlated
   ``scalar_subquery()``, a hybrid property): evaluated by the database;
 - a callable taking the model instance (``lambda c: c.name.split()[0]``).
@@ -27,6 +29,7 @@ from sqlalchemy import orm
 from sqlalchemy.sql.elements import ColumnElement
 
 from . import emails, many
+from .exceptions import ConfigurationError
 from .watches import watches_for
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,7 @@ class _Field:
     """One way of reading a value from a row: attribute path, SQL expression or callable."""
 
     def __init__(self, model: type, name: str, spec: FieldSpec) -> None:
+        self.model = model
         self.name = name
         self.label = f"mailchimp_sync_{name}"
         self.path: tuple[str, ...] = ()
@@ -68,10 +72,11 @@ class _Field:
         self.function: Callable[[Any], Any] | None = None
         if isinstance(spec, str):
             self.path = tuple(spec.split("."))
-            if not spec or not all(self.path) or not hasattr(model, self.path[0]):
+            if not all(self.path):
                 raise ValueError(
-                    f"{model.__name__} has no attribute {spec!r} for the contact's {name}. "
-                    "Pass an attribute name, a SQL expression or a callable."
+                    f"{spec!r} is not an attribute path for the contact's {name}: pass an "
+                    "attribute name (dotted to follow relationships), a SQL expression or a "
+                    "callable."
                 )
         elif hasattr(spec, "__clause_element__") or isinstance(spec, ColumnElement):
             self.expression = spec  # type: ignore[assignment]
@@ -82,6 +87,29 @@ class _Field:
                 f"The contact's {name} must be an attribute name, a SQL expression or a "
                 f"callable, not {type(spec).__name__}."
             )
+
+    def check_path(self) -> None:
+        """Raise :class:`ConfigurationError` unless the path leads somewhere: every hop but
+        the last a relationship. Needs configured mappers (backrefs exist only then)."""
+        owner: Any = self.model
+        for n, hop in enumerate(self.path):
+            attribute = getattr(owner, hop, None)
+            if attribute is None:
+                raise ConfigurationError(
+                    f"{owner.__name__} has no attribute {hop!r} (the contact's {self.name} "
+                    f"is read from {'.'.join(self.path)!r}). Pass an attribute name (dotted to "
+                    "follow relationships), a SQL expression or a callable."
+                )
+            if n == len(self.path) - 1:
+                return
+            prop = getattr(attribute, "property", None)
+            if not isinstance(prop, orm.RelationshipProperty):
+                raise ConfigurationError(
+                    f"{owner.__name__}.{hop} is not a relationship, so the path "
+                    f"{'.'.join(self.path)!r} (the contact's {self.name}) cannot go past it. "
+                    "Pass a callable taking the instance instead."
+                )
+            owner = prop.mapper.class_
 
     def relationship_path(self) -> tuple[str, ...]:
         """The relationship hops of an attribute path (all but its last segment)."""
@@ -143,6 +171,7 @@ class ContactSource:
         #: The fields as a plain-column query: worked out on first use (mappers are
         #: configured by then); ``False`` when the source needs its model instances.
         self._plain: sa.Select[Any] | bool | None = None
+        self._resolved = False
         #: Deeper models the hooks watch on the host's word: model -> the contact
         #: instance(s) a changed row concerns.
         self.extra_watches: Mapping[type, Callable[[Any], Any]] = dict(watch or {})
@@ -175,7 +204,21 @@ class ContactSource:
                     self.name, f.name, ".".join(f.path), ".".join(f.path[:-1]),
                 )  # fmt: skip
 
+    def resolve(self) -> None:
+        """Check the attribute paths, once the mappers are configured (the first use).
+
+        Raises :class:`ConfigurationError` naming a path that leads nowhere.
+        """
+        if self._resolved:
+            return
+        orm.configure_mappers()  # creates the backrefs other models declare
+        for f in self._fields:
+            if f.path:
+                f.check_path()
+        self._resolved = True
+
     def _query(self) -> sa.Select[Any]:
+        self.resolve()
         columns = [f.expression.label(f.label) for f in self._fields if f.expression is not None]
         query = sa.select(self.model, *columns)
         loads = {f.relationship_path() for f in self._fields if f.relationship_path()}
@@ -263,6 +306,7 @@ class ContactSource:
         """The fields as plain columns (the key first), or ``None`` when one needs the
         model instance: a callable, or a path through a collection or further away."""
         if self._plain is None:
+            self.resolve()  # the paths, checked once the mappers (and backrefs) exist
             query = _columns_query(self)
             self._plain = False if query is None else query
         return None if self._plain is False else self._plain  # type: ignore[return-value]
@@ -332,7 +376,9 @@ class ContactSource:
 
         The extension finds contacts by their stored links first; this reads the host's
         table for contacts no sync has linked yet. The SQL condition only narrows the
-        rows read (it matches the usual spellings); the identity decides.
+        rows read, and never leaves one out: it ignores case and surrounding whitespace
+        and lets any character stand for a non-ASCII letter (SQL ``lower`` and ``trim``
+        disagree with Python's). The identity decides.
         """
         field = self._field("email")
         assert field is not None
@@ -341,8 +387,8 @@ class ContactSource:
         if column is None and len(field.path) == 1 and field.path[0] in self._columns():
             column = getattr(self.model, field.path[0])
         query = self._query()
-        if column is not None:  # else a callable or a relationship path: read them all
-            query = query.where(sa.func.lower(sa.func.trim(column)) == wanted)
+        if column is not None and wanted is not None:  # else read them all
+            query = query.where(column.ilike(_containing(wanted), escape="\\"))
         return [
             (row[0], row)
             for row in session.execute(query)
@@ -400,6 +446,7 @@ class ContactSource:
 
     def watches(self) -> list[Any]:
         """Which model changes concern this source's contacts (see :mod:`.watches`)."""
+        self.resolve()
         return watches_for(self)
 
     def reads_anything(self) -> bool:
@@ -409,6 +456,12 @@ class ContactSource:
     def paths(self) -> list[tuple[str, ...]]:
         """The attribute paths the fields read."""
         return [f.path for f in self._fields if f.path]
+
+
+def _containing(identity: str) -> str:
+    """A LIKE pattern matching every spelling of *identity* (and more)."""
+    escaped = identity.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return "%" + "".join(c if c.isascii() else "_" for c in escaped) + "%"
 
 
 def _text(value: Any) -> str | None:

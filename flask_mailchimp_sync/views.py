@@ -14,7 +14,6 @@ from flask import (
     Response,
     abort,
     current_app,
-    flash,
     jsonify,
     redirect,
     render_template,
@@ -40,6 +39,7 @@ from .forms import (
     role_field,
 )
 from .jobs import dispatcher, start_syncs
+from .layout import flash_message, template_context
 from .realtime import outbox_summary, recent_deliveries, waiting_for_first_sync
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 blueprint = Blueprint("mailchimp_sync", __name__, template_folder="templates")
 
-FLASH_CATEGORY = "mailchimp_sync"
 #: The largest id of the extension's tables on every database (PostgreSQL's ``integer``).
 MAX_ID = 2**31 - 1
 
@@ -96,7 +95,7 @@ def refuse_framing(response: Response) -> Response:
 
 @blueprint.context_processor
 def layout() -> dict[str, Any]:
-    return {"mailchimp_sync_base": current_app.config["MAILCHIMP_SYNC_BASE_TEMPLATE"]}
+    return template_context(get_extension())
 
 
 @blueprint.get("/")
@@ -120,7 +119,7 @@ def connect() -> Any:
             _field_for(form, extension, problem, "audience_id").errors.append(problem.message)
         else:
             extension.db.session.commit()
-            flash(f"Connected to the Mailchimp account {settings.account_name}.", FLASH_CATEGORY)
+            flash_message(f"Connected to the Mailchimp account {settings.account_name}.", "success")
             _flash_if(connection.register_webhooks(extension))
             return redirect(url_for(".settings_page"))
     return _render(connect=form), 400
@@ -148,7 +147,7 @@ def audiences() -> Any:
             _field_for(form, extension, problem, "audience").errors.append(problem.message)
         else:
             extension.db.session.commit()
-            flash("Audiences saved.", FLASH_CATEGORY)
+            flash_message("Audiences saved.", "success")
             _flash_if(connection.register_webhooks(extension))
             # Nothing is sent now: the staff's first Sync (after a Preview) comes first.
             return redirect(url_for(".settings_page"))
@@ -162,7 +161,7 @@ def disconnect() -> Any:
         return _render(), 400
     left = connection.disconnect(extension)
     extension.db.session.commit()
-    flash("Disconnected from Mailchimp; the API key is forgotten.", FLASH_CATEGORY)
+    flash_message("Disconnected from Mailchimp; the API key is forgotten.", "success")
     _flash_if(left)
     return redirect(url_for(".settings_page"))
 
@@ -177,14 +176,14 @@ def sync() -> Any:
     try:
         runs = start_syncs(extension, dry_run=bool(form.preview.data), trigger="button")
     except SyncRefused as refused:
-        flash(str(refused), FLASH_CATEGORY)
+        flash_message(str(refused), "warning")
         return redirect(url_for(".settings_page"))
     if len(runs) > 1:
         numbers = " and ".join(f"#{run.id}" for run in runs)
-        flash(
+        flash_message(
             f"Runs {numbers} are queued, one per audience, to go side by side; "
             "each shows its progress under Recent runs.",
-            FLASH_CATEGORY,
+            "info",
         )
         return redirect(url_for(".settings_page"))
     return redirect(url_for(".run_page", run_id=runs[0].id))
@@ -201,11 +200,11 @@ def realtime() -> Any:
     extension.db.session.commit()
     if settings.realtime:
         dispatcher(real_app()).nudge()  # deliver what waited meanwhile
-    flash(
+    flash_message(
         "Real-time updates are on."
         if settings.realtime
         else "Real-time updates are off: changes wait for the next Sync.",
-        FLASH_CATEGORY,
+        "success",
     )
     return redirect(url_for(".settings_page"))
 
@@ -219,13 +218,13 @@ def rotate_webhook_secret() -> Any:
     problem = connection.register_webhooks(extension, rotate=True)
     _flash_if(problem)
     if problem is None:
-        flash("The webhook has a new secret and is registered again.", FLASH_CATEGORY)
+        flash_message("The webhook has a new secret and is registered again.", "success")
     return redirect(url_for(".settings_page"))
 
 
 def _flash_if(message: str | None) -> None:
     if message:
-        flash(message, FLASH_CATEGORY)
+        flash_message(message, "warning")
 
 
 @blueprint.get("/runs")

@@ -14,6 +14,7 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_mailchimp_sync import MailchimpSync
+from flask_mailchimp_sync.engine.members import OUTCOMES
 
 #: Every request body the plugin sent to an emulator during this test run; the spec
 #: conformance test (which runs last) holds each against Mailchimp's published schemas.
@@ -128,8 +129,7 @@ def sync(extension: MailchimpSync | None = None, **options: Any) -> Any:
 
 
 def counts(run: Any) -> dict[str, int]:
-    names = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
-    return {name: getattr(run, name) for name in names if getattr(run, name)}
+    return {name: getattr(run, name) for name in OUTCOMES if getattr(run, name)}
 
 
 def items(run: Any) -> dict[str, tuple[str, str]]:

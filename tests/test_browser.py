@@ -66,15 +66,15 @@ def test_staff_connect_sync_and_turn_a_customer_off(app, emulator, mailchimp_acc
 
     page.fill("#api_key", mailchimp_account.api_key)
     page.click("input[value=Connect]")
-    assert "Connected to the Mailchimp account Marigold Consignment" in page.content()
+    page.wait_for_selector("text=Connected to the Mailchimp account Marigold Consignment")
     page.select_option("#role0_audience", label="Consignors (0 members)")
     page.select_option("#role1_audience", label="Customers (0 members)")
     page.click("input[value=Save]")
-    assert "Audiences saved." in page.content()
+    page.wait_for_selector("text=Audiences saved.")  # after the redirect, not during it
     page.screenshot(path=str(ARTIFACTS / "mailchimp-page.png"), full_page=True)
 
     page.click("input[value=Sync]")
-    assert "/runs/" in page.url, page.inner_text("main")  # queued, not refused
+    page.wait_for_url("**/runs/*")  # queued, not refused
     page.wait_for_selector("#mailchimp-sync-run[data-state=done]", timeout=30_000)
     assert page.inner_text("[data-field=percent]") == "100"
     assert "not a valid email address" in page.content()
@@ -95,7 +95,7 @@ def test_staff_connect_sync_and_turn_a_customer_off(app, emulator, mailchimp_acc
     assert "Subscribed" in page.inner_text(".mailchimp-status")
     page.uncheck("#accepts_marketing")
     page.click("text=Save")
-    assert "Marketing preference saved." in page.content()
+    page.wait_for_selector("text=Marketing preference saved.")
     deadline = time.time() + 15
     while emulator.state.member(mailchimp_account.customers.id, email).visible_status != "archived":
         assert time.time() < deadline, "the member was not archived"

@@ -79,3 +79,37 @@ def test_key_from_the_environment(runner, mailchimp_account):
         args=["mailchimp", "connect"], env={"MAILCHIMP_API_KEY": mailchimp_account.api_key}
     )
     assert result.exit_code == 0, result.output
+
+
+def test_audience_must_be_role_equals_id(runner, mailchimp_account):
+    result = runner.invoke(
+        args=["mailchimp", "connect", "--api-key", mailchimp_account.api_key, "--audience", "abc"]
+    )
+    assert result.exit_code == 2
+    assert "'abc' is not ROLE=ID; write e.g. customer=a1b2c3d4e5." in result.output
+
+
+def test_audience_for_any_role_and_the_role_flags_as_aliases(runner, mailchimp_account):
+    result = runner.invoke(
+        args=[
+            "mailchimp", "connect", "--api-key", mailchimp_account.api_key,
+            "--audience", f"customer={mailchimp_account.customers.id}",
+            "--consignor-audience", mailchimp_account.consignors.id,
+        ]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"  consignor: Consignors [{mailchimp_account.consignors.id}]" in result.output
+    assert f"  customer: Customers [{mailchimp_account.customers.id}]" in result.output
+    assert "Audiences in this account" not in result.output
+
+
+def test_connect_without_audiences_lists_the_accounts_audiences(runner, mailchimp_account):
+    result = runner.invoke(args=["mailchimp", "connect", "--api-key", mailchimp_account.api_key])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-4:] == [
+        "Audiences in this account:",
+        f"  {mailchimp_account.consignors.id}  Consignors (0 members)",
+        f"  {mailchimp_account.customers.id}  Customers (0 members)",
+        "Choose them with: flask mailchimp connect --audience consignor=ID "
+        "--audience customer=ID (or on the Mailchimp page).",
+    ]

@@ -445,6 +445,31 @@ def test_members_by_status_since_and_page(api, list_id, emulator):
     assert api("GET", f"lists/{list_id}/members", status="gone").status_code == 400
 
 
+@pytest.mark.parametrize("listed", [False, True])
+def test_archived_members_in_the_unfiltered_list_is_a_switch(api, list_id, emulator, listed):
+    """Mailchimp's docs leave open whether a list without ``status`` shows archived members."""
+    emulator.state.add_member(list_id, "kept@mailbox.shop")
+    emulator.state.add_member(list_id, "gone@mailbox.shop")
+    assert api("DELETE", f"lists/{list_id}/members/{md5('gone@mailbox.shop')}").status_code == 204
+    control = f"{emulator.url}/_emulator/state"
+    assert requests.get(control, timeout=5).json()["archived_in_unfiltered_list"] is False
+    answer = requests.post(control, json={"archived_in_unfiltered_list": listed}, timeout=5)
+    assert answer.json() == {"archived_in_unfiltered_list": listed}
+    assert emulator.state.archived_in_unfiltered_list is listed
+
+    page = api("GET", f"lists/{list_id}/members").json()
+    expected = {"kept@mailbox.shop": "subscribed"}
+    if listed:
+        expected["gone@mailbox.shop"] = "archived"
+    assert {m["email_address"]: m["status"] for m in page["members"]} == expected
+    assert page["total_items"] == len(expected)
+    archived = api("GET", f"lists/{list_id}/members", status="archived").json()["members"]
+    assert [m["email_address"] for m in archived] == ["gone@mailbox.shop"]  # either way
+    for refused in ({"archived_in_unfiltered_list": "yes"}, {"latency": 1}, ["x"]):
+        assert requests.post(control, json=refused, timeout=5).status_code == 400
+    assert emulator.state.archived_in_unfiltered_list is listed
+
+
 # -- webhooks -----------------------------------------------------------------------
 
 

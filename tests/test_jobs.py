@@ -105,8 +105,8 @@ def test_cli_sync_shows_progress_and_counts(runner, app, emulator, shop):
     result = runner.invoke(args=["mailchimp", "sync"])
     assert result.exit_code == 0, result.output
     assert (
-        "Run #1 done: 2 added, 0 updated, 0 archived, 0 unchanged, 0 blocked, 1 skipped, 0 failed."
-        in result.output
+        "Run #1 done: 2 added, 0 updated, 0 archived, 0 unchanged, 0 not opted in, 0 blocked, "
+        "1 skipped, 0 failed." in result.output
     )
     preview = runner.invoke(args=["mailchimp", "sync", "--dry-run"])
     assert "(preview: nothing was sent)" in preview.output

@@ -37,7 +37,7 @@ HOLDER = """
 import sys, threading
 from flask_mailchimp_sync import budget
 config = {"MAILCHIMP_SYNC_REDIS_URL": sys.argv[1], "MAILCHIMP_SYNC_MAX_CONNECTIONS": 3,
-          "MAILCHIMP_SYNC_CONNECTION_LEASE": 2.0}
+          "MAILCHIMP_SYNC_CONNECTION_LEASE": 5.0}
 slots = budget.slots(sys.argv[2], config)
 held = threading.Barrier(4)
 def call():
@@ -106,7 +106,7 @@ def test_a_killed_worker_gives_its_connections_back(redis_server):
     holder.wait(timeout=10)
     holder.stdout.close()
     assert slots.in_use() == 3  # a dead process cannot give them back itself...
-    with slots:  # ...its leases run out (2 s) and the budget is whole again
+    with slots:  # ...its leases run out (5 s) and the budget is whole again
         assert slots.in_use() == 1
 
 

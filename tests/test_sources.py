@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
-from flask_mailchimp_sync import Contact, MailchimpSync
+from flask_mailchimp_sync import ConfigurationError, Contact, MailchimpSync
 from flask_mailchimp_sync.sources import ContactSource
 
 
@@ -225,8 +225,8 @@ def test_get_contact_reads_one_row(host):
 def test_bad_registrations_say_what_is_wrong(host):
     db, Consignor, Customer, _Prefs, _b = host
     mailchimp = MailchimpSync(db=db)
-    with pytest.raises(ValueError, match="no attribute 'mail'"):
-        mailchimp.add_source(Consignor, role="consignor", email="mail", marketing="opted_in")
+    with pytest.raises(ValueError, match=r"'prefs\.\.marketing' is not an attribute path"):
+        mailchimp.add_source(Customer, role="customer", email="email", marketing="prefs..marketing")
     with pytest.raises(TypeError, match="attribute name, a SQL expression or a callable"):
         mailchimp.add_source(Consignor, role="consignor", email=42, marketing="opted_in")
     with pytest.raises(ValueError, match="role"):
@@ -254,3 +254,51 @@ def test_composite_primary_keys_are_refused(tmp_path):
 
     with pytest.raises(ValueError, match="single-column primary key"):
         MailchimpSync(db=db).add_source(Pair, role="pair", email="email", marketing="email")
+
+
+def test_paths_are_checked_at_first_use_naming_the_attribute(host):
+    db, Consignor, Customer, *_ = host
+    typo = MailchimpSync(db=db).add_source(
+        Consignor, role="consignor", email="mail", marketing="opted_in"
+    )
+    with pytest.raises(ConfigurationError, match="Consignor has no attribute 'mail'"):
+        contacts(typo, db)
+    through_a_column = MailchimpSync(db=db).add_source(
+        Customer, role="customer", email="email", marketing="first.marketing"
+    )
+    with pytest.raises(ConfigurationError, match=r"Customer\.first is not a relationship"):
+        through_a_column.watches()
+
+
+def test_a_flag_on_a_backref_declared_by_the_consent_model(tmp_path):
+    """The host registers the source before the model declaring the backref exists."""
+    db = SQLAlchemy()
+
+    class Member(db.Model):
+        id = sa.Column(sa.Integer, primary_key=True)
+        email = sa.Column(sa.String(255))
+
+    mailchimp = MailchimpSync(db=db)
+    source = mailchimp.add_source(
+        Member, role="customer", email="email", marketing="marketing.accepts_marketing"
+    )
+
+    class Consent(db.Model):  # added later, in another module, by the integrator
+        id = sa.Column(sa.Integer, primary_key=True)
+        member_id = sa.Column(sa.ForeignKey("member.id"), unique=True, nullable=False)
+        accepts_marketing = sa.Column(sa.Boolean, nullable=False)
+        member = db.relationship(Member, backref=db.backref("marketing", uselist=False))
+
+    app = Flask("backref")
+    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path}/b.db"
+    db.init_app(app)
+    with app.app_context():
+        db.create_all()
+        db.session.add_all([Member(email="no-row@x.shop"), Member(email="yes@x.shop")])
+        db.session.add(Consent(member_id=2, accepts_marketing=True))
+        db.session.commit()
+        assert [(c.email, c.marketing) for c in contacts(source, db)] == [
+            ("no-row@x.shop", False),
+            ("yes@x.shop", True),
+        ]
+        assert {w.model for w in source.watches()} == {Member, Consent}

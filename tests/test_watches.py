@@ -85,12 +85,12 @@ def test_a_path_deeper_than_one_relationship_is_named_at_registration(caplog):
         id = sa.Column(sa.Integer, primary_key=True)
         email = sa.Column(sa.String(255))
         b_id = sa.Column(sa.ForeignKey("b.id"))
-        b = db.relationship("B")
+        b = db.relationship(lambda: B)
 
     class B(db.Model):  # type: ignore[name-defined]
         id = sa.Column(sa.Integer, primary_key=True)
         c_id = sa.Column(sa.ForeignKey("c.id"))
-        c = db.relationship("C")
+        c = db.relationship(lambda: C)
 
     class C(db.Model):  # type: ignore[name-defined]
         id = sa.Column(sa.Integer, primary_key=True)

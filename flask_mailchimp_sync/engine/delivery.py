@@ -27,12 +27,12 @@ from .._state import real_app
 from ..client import MailchimpApi
 from ..exceptions import MailchimpSyncError
 from ..models import utcnow
-from . import ledger, locks, staging
+from . import ledger, locks, shop, staging
 from .members import Member, Outcome
 from .outbox import Outbox
 from .planner import ACTIVE, Action
-from .recorder import Recorder
-from .runner import departed_member, plan_member, targets_for
+from .recorder import WITHDRAWN, Recorder
+from .runner import History, departed_member, plan_member, targets_for
 from .select import PAGE
 from .sender import Sender
 from .staging import Target
@@ -127,7 +127,7 @@ def _deliver(
     session.commit()
     try:
         delivery = Delivery(extension, settings, record)
-        delivery.deliver(targets, sorted({(row.source, row.contact_key) for row in rows}))
+        delivery.deliver(targets, rows)
         Outbox(session, extension.models).delivered(rows)
         record.state, record.finished_at = "done", utcnow()
         session.commit()
@@ -182,22 +182,26 @@ class Delivery:
         self.sender = Sender(self.api, config, new_status, batch_threshold=BURST)
         self.recorder = Recorder(extension, record, {"delivery_id": record.id})
 
-    def deliver(self, targets: Sequence[Target], changed: Sequence[tuple[str, str]]) -> None:
-        contacts, scope = self._affected(targets, changed)
+    def deliver(self, targets: Sequence[Target], rows: Sequence[Any]) -> None:
+        """Deliver the changes of these outbox rows."""
+        changed = sorted({(row.source, row.contact_key) for row in rows})
+        # Deleted contacts: the members they were last sent as (their links are gone).
+        departed = {row.subscriber_hash for row in rows if row.subscriber_hash}
+        contacts, scope = self._affected(targets, changed, departed)
         for audience_id in sorted({t.audience_id for t in targets}):
             here = [t for t in targets if t.audience_id == audience_id]
             groups = self._groups(here, contacts)
             self._deliver_audience(audience_id, groups, scope)
 
     def _affected(
-        self, targets: Sequence[Target], changed: Sequence[tuple[str, str]]
+        self, targets: Sequence[Target], changed: Sequence[tuple[str, str]], departed: set[str]
     ) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """The changed contacts, plus every contact last sent as the same member as they
         are now or were last sent as (found through the stored links, so another
         spelling of the address is found too); and the members (hashes) concerned."""
         sources = {s.name: s for t in targets for s in t.sources}
         found: dict[str, dict[str, Any]] = {name: {} for name in sources}
-        hashes: set[str] = set()
+        hashes: set[str] = set(departed)
         for name, key in changed:
             contact = self._contact(sources, name, key)
             if contact is not None:
@@ -255,13 +259,14 @@ class Delivery:
         links.load((row.source, row.contact_key) for rows in groups.values() for row in rows)
         moved = ledger.moved_contacts(links.by_contact, audience_id, groups)
         olds = set().union(*moved.values()) if moved else set()
-        previous = ledger.previous_members(
-            moved, ledger.states_read(self.session, State, audience_id, olds), olds & set(groups)
+        self._refresh(audience_id, olds)
+        old_states = ledger.states_read(self.session, State, audience_id, olds)
+        history = History(
+            ledger.previous_members(moved, old_states, olds & set(groups)),
+            ledger.refused_contacts(links.by_contact, audience_id, groups, old_states),
         )
         tags = self._merge_tags(audience_id)
-        members = [
-            plan_member(h, rows, states.get(h), previous.get(h), tags) for h, rows in groups.items()
-        ]
+        members = [plan_member(h, rows, states.get(h), history, tags) for h, rows in groups.items()]
         # Members none of whose contacts is left, but for those about to move along.
         moving = {m.previous.subscriber_hash for m in members if m.decision.action is Action.MOVE}
         members += [
@@ -272,8 +277,40 @@ class Delivery:
         for start in range(0, len(members), PAGE):
             page = members[start : start + PAGE]
             outcomes = self.sender.send(audience_id, page)
-            outcomes = self._retry_refused_fields(audience_id, outcomes, groups, states, previous)
+            outcomes = self._retry_refused_fields(audience_id, outcomes, groups, states, history)
             self.recorder.record(audience_id, outcomes)
+        # A move that became an update (its new address was a member already) left the
+        # old member without contacts.
+        left = [
+            departed_member(m.previous)
+            for m in members
+            if m.previous is not None and m.previous.subscriber_hash in moving
+            and m.decision.action is Action.UPDATE and m.previous.subscriber_hash not in groups
+            and m.previous.sent and m.previous.status in ACTIVE
+        ]  # fmt: skip
+        if left:
+            self.recorder.record(audience_id, self.sender.send(audience_id, left))
+
+    def _refresh(self, audience_id: str, hashes: set[str]) -> None:
+        """Read the members contacts moved away from, as Mailchimp holds them now.
+
+        Consent follows the person: whether they unsubscribed or bounced meanwhile
+        decides what their new address may get, and the ledger may not know it yet
+        (no member lists are read between Syncs). One read per changed address, and
+        none for a flag flip. A refusal found here turns the shop's flags off too.
+        """
+        for member_hash in sorted(hashes):
+            found = self.api.member(audience_id, member_hash)
+            if found is None:
+                continue
+            status, email = str(found.get("status") or ""), str(found["email_address"])
+            state = ledger.member_state(
+                self.session, self.models.MemberState, audience_id, member_hash, email
+            )
+            if status in WITHDRAWN and state.status != status:
+                shop.withdraw(self.extension, audience_id, email, status)
+            ledger.set_status(state, status, email)
+        self.session.flush()
 
     def _merge_tags(self, audience_id: str, *, fresh: bool = False) -> set[str]:
         """The audience's merge tags, from the last Sync's cache (read when missing)."""
@@ -292,7 +329,7 @@ class Delivery:
         outcomes: list[Outcome],
         groups: dict[str, list[Any]],
         states: dict[str, Any],
-        previous: dict[str, Any],
+        history: History,
     ) -> list[Outcome]:
         """Mailchimp refused a merge field (edited since the last Sync): read the tags
         again and send those members once more."""
@@ -304,7 +341,7 @@ class Delivery:
         tags = self._merge_tags(audience_id, fresh=True)
         again: list[Member] = [
             plan_member(o.member.hash, groups[o.member.hash], states.get(o.member.hash),
-                        previous.get(o.member.hash), tags)
+                        history, tags)
             for o in refused if o.member.hash in groups
         ]  # fmt: skip
         kept = [o for o in outcomes if o not in refused]

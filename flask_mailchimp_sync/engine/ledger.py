@@ -58,21 +58,22 @@ def _insert_missing(
          "email": email, "sent": False, "archived_by_shop": False, "tags": ""}
         for member_hash, email in emails_by_hash.items()
     ]  # fmt: skip
-    insert = upsert_insert(session, State)
+    insert_new(session, State, rows)
+
+
+def insert_new(session: Any, Model: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert *rows*, skipping any that a unique constraint says exists already."""
+    if not rows:
+        return
+    insert = upsert_insert(session, Model)
     if insert is not None:
         session.execute(insert.on_conflict_do_nothing(), rows)
         return
     # Other databases: one savepoint a row, so a row another writer added is skipped.
-    query = sa.select(State.subscriber_hash).where(
-        of_members(session, State, audience_id, emails_by_hash)
-    )
-    existing = set(session.execute(query).scalars())
     for row in rows:
-        if row["subscriber_hash"] in existing:
-            continue
         try:
             with session.begin_nested():
-                session.execute(sa.insert(State), [row])
+                session.execute(sa.insert(Model), [row])
         except exc.IntegrityError:
             pass
 
@@ -105,6 +106,19 @@ def rekey(session: Any, State: Any, state: Any, member_hash: str, email: str) ->
         )
         state.subscriber_hash = member_hash
     state.email = email
+
+
+def link_unlinked(
+    session: Any, Link: Any, audience_id: str, member_hash: str, contacts: Iterable[tuple[str, str]]
+) -> None:
+    """Link contacts that have no link yet to a member (found by its address): from then
+    on they are that person, whatever their address becomes."""
+    rows = [
+        {"store": DEFAULT_STORE, "source": source, "contact_key": key,
+         "audience_id": audience_id, "subscriber_hash": member_hash, "fingerprint": None}
+        for source, key in sorted(set(contacts))
+    ]  # fmt: skip
+    insert_new(session, Link, rows)
 
 
 def linked_contacts(
@@ -172,21 +186,50 @@ def previous_members(
     moved: Mapping[str, set[str]], states: Mapping[str, Any], still_used: set[str]
 ) -> dict[str, tuple[Any, bool]]:
     """For each address a contact moved to: the member it was last sent as, and whether
-    that member may move along (no contact still has its address).
-
-    When contacts of one address come from several members, a member that blocks
-    (unsubscribed, cleaned, archived by someone else) is the one that counts.
+    that member may move along (it was the only one, and no contact still has its
+    address). Members whose person refused do not move: see :func:`refused_contacts`.
     """
     previous = {}
     for new, old_hashes in moved.items():
-        candidates = [states[old] for old in sorted(old_hashes) if old in states]
+        candidates = [
+            states[old]
+            for old in sorted(old_hashes)
+            if old in states and not blocks(known(states[old]))
+        ]
         if not candidates:
             continue
-        blocking = [state for state in candidates if blocks(known(state))]
-        chosen = (blocking or candidates)[0]
+        chosen = candidates[0]
         alone = len(old_hashes) == 1 and chosen.subscriber_hash not in still_used
         previous[new] = (chosen, alone)
     return previous
+
+
+def refused_contacts(
+    links: Mapping[tuple[str, str], Any],
+    audience_id: str,
+    groups: Mapping[str, list[Any]],
+    states: Mapping[str, Any],
+) -> dict[str, tuple[frozenset[tuple[str, str]], Any]]:
+    """For each address: its contacts last sent as another member whose person refused
+    (unsubscribed or bounced), and that member's state. Their consent stays refused."""
+    refused = {}
+    for member_hash, rows in groups.items():
+        found, state = set(), None
+        for row in rows:
+            link = links.get((row.source, row.contact_key))
+            if (
+                link is None
+                or link.audience_id != audience_id
+                or link.subscriber_hash == member_hash
+            ):
+                continue
+            before = states.get(link.subscriber_hash)
+            if blocks(known(before)):
+                found.add((row.source, row.contact_key))
+                state = before
+        if found:
+            refused[member_hash] = (frozenset(found), state)
+    return refused
 
 
 class Links:
@@ -247,7 +290,11 @@ class Links:
     def write(self) -> None:
         """The new and changed links, in two statements (not one per contact)."""
         table = self.Link.__table__
-        many.insert(self.session, table, self._new)
+        if self._new:
+            # A link written meanwhile (a withdraw linking contacts it found) stands.
+            insert_new(
+                self.session, self.Link, [dict(row, store=DEFAULT_STORE) for row in self._new]
+            )
         if self._moved:
             self.session.execute(
                 sa.update(table)

@@ -8,7 +8,17 @@ from typing import Any
 from .planner import Action, Decision, Known, Wanted
 
 #: Every outcome a run or a delivery counts, in the order the pages show them.
-OUTCOMES = ("added", "updated", "archived", "unchanged", "blocked", "skipped", "failed")
+#: ("not opted in": no contact at the address has the marketing flag, so nothing is sent.)
+OUTCOMES = (
+    "added",
+    "updated",
+    "archived",
+    "unchanged",
+    "not_opted_in",
+    "blocked",
+    "skipped",
+    "failed",
+)
 #: The outcomes listed contact by contact, with a reason.
 LISTED = ("skipped", "blocked", "failed")
 
@@ -45,6 +55,12 @@ class Member:
     previous: Any = None
     #: No contact still has the previous address: its member may move here.
     can_move: bool = False
+    #: Contacts (source, key) whose person refused under another address: their
+    #: consent does not count here, and they stay linked to that member.
+    refused: frozenset[tuple[str, str]] = frozenset()
+    #: The shop created this member though the decision became an update: an add
+    #: whose first attempt went unanswered was carried out, and its retry found it.
+    created: bool = False
     decision: Decision = field(default_factory=lambda: Decision(Action.UNCHANGED))
 
     @property

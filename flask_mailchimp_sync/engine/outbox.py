@@ -56,6 +56,17 @@ class Outbox:
             .values(seen_by_run=run_id)
         )
 
+    def departed(self, run_id: int, audience_id: str) -> set[str]:
+        """The members that deleted contacts among a sync's claimed rows were sent as
+        (their links went with them, so only these rows still tell)."""
+        Row = self.Row
+        query = sa.select(Row.subscriber_hash).where(
+            Row.seen_by_run == run_id,
+            Row.audience_id == audience_id,
+            Row.subscriber_hash.is_not(None),
+        )
+        return set(self.session.execute(query).scalars())
+
     def delivered_by_run(self, run_id: int) -> None:
         """The changes a finished sync read (see :meth:`claim`) are delivered."""
         Row = self.Row

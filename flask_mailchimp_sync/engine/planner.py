@@ -24,6 +24,8 @@ from typing import Any
 
 #: Statuses of members who receive campaigns (or are about to confirm).
 ACTIVE = frozenset({"subscribed", "pending"})
+#: Statuses by which a person refused the shop's mail: they follow the person.
+REFUSED = frozenset({"unsubscribed", "cleaned"})
 
 
 class Action(enum.Enum):
@@ -85,17 +87,23 @@ def decide(
     *,
     previous: Known | None = None,
     can_move: bool = False,
+    refused: str | None = None,
     full: bool = False,
 ) -> Decision:
     """The one thing to do for a member.
 
-    :param wanted: ``None`` when no shop contact has this address any more.
-    :param previous: what is known of the member a contact of this address was last
-        sent as, when its address changed since (the person's own member).
+    :param wanted: ``None`` when no shop contact has this address any more. The consent
+        of contacts whose person refused under another address is not in it.
+    :param previous: what is known of the member a consenting contact of this address
+        was last sent as, when its address changed since (the person's own member).
     :param can_move: no contact still has the previous address, so its member may move.
+    :param refused: why a contact's consent was left out: its person unsubscribed or
+        bounced under the address it had before (consent follows the person).
     :param full: resend data even when it looks unchanged.
     """
     if wanted is None or not wanted.consent:
+        if refused is not None and (known is None or known.status is None):
+            return Decision(Action.BLOCKED, refused)  # a new address is not a new yes
         return _without_consent(known)
     if known is None or known.status is None:
         if (
@@ -107,10 +115,6 @@ def decide(
             # Refusals such as "looks fake" are final for the same data; retrying each
             # sync would only repeat them. A change to the contact, or --full, tries again.
             return Decision(Action.REJECTED, known.error)
-        if previous is not None and blocks(previous):
-            # The person said no under their old address: a new address is not a new yes.
-            reason = _blocked_reason(str(previous.status))
-            return Decision(Action.BLOCKED, f"{reason} (before the address changed)")
         if can_move and previous is not None and previous.sent and previous.status in ACTIVE:
             return _with_tags(Action.MOVE, wanted, previous)
         return Decision(Action.ADD, add_tags=wanted.tags)
@@ -132,12 +136,18 @@ def blocked_by(status: str) -> Decision | None:
     return Decision(Action.BLOCKED, _blocked_reason(status))
 
 
+def refusal(known: Known) -> str:
+    """Why a person's consent does not follow them to a new address."""
+    return f"{_blocked_reason(str(known.status))} (before the address changed)"
+
+
 def blocks(known: Known | None) -> bool:
-    """Whether the member's state keeps its person from campaigns: unsubscribed,
-    cleaned, or archived by someone other than the shop."""
-    if known is None or known.status is None or known.status in ACTIVE:
+    """Whether the member's person may have said no: unsubscribed, cleaned (bounced), or
+    archived by someone else, which hides the status it had (an unsubscribe, perhaps),
+    so in doubt it counts as one."""
+    if known is None:
         return False
-    return not (known.status == "archived" and known.archived_by_shop)
+    return known.status in REFUSED or (known.status == "archived" and not known.archived_by_shop)
 
 
 def _without_consent(known: Known | None) -> Decision:

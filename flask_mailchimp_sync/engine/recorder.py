@@ -19,7 +19,6 @@ from .._state import real_app
 from ..models import utcnow
 from . import ledger, records, shop
 from .members import CREATES, Outcome
-from .planner import Action
 
 if TYPE_CHECKING:
     from ..extension import MailchimpSync
@@ -84,7 +83,10 @@ class Recorder:
 
     def report_outcome(self, outcome: Outcome) -> None:
         """Count an outcome, and list it when it is skipped, blocked or failed."""
-        setattr(self.report, outcome.counted, getattr(self.report, outcome.counted) + 1)
+        counted, wanted = outcome.counted, outcome.member.wanted
+        if counted == "unchanged" and wanted is not None and not wanted.consent:
+            counted = "not_opted_in"  # nobody at this address said yes: nothing was sent
+        setattr(self.report, counted, getattr(self.report, counted) + 1)
         if outcome.counted in ("blocked", "failed"):
             first = outcome.member.contacts[0] if outcome.member.contacts else None
             self.item(
@@ -170,7 +172,7 @@ class Recorder:
                 (signals.member_archived, {"audience_id": audience_id, "email": email})
             )
         elif outcome.counted in ("added", "updated") and member.wanted is not None:
-            if member.decision.action in CREATES:
+            if member.decision.action in CREATES or member.created:
                 state.sent = True  # only members the shop created are ever archived by it
             state.archived_by_shop = False
             state.fingerprint = member.wanted.fingerprint
@@ -183,9 +185,11 @@ class Recorder:
                 )
             )
         if member.wanted is not None and outcome.counted != "failed":
-            # A person blocked under their old address stays linked to that member.
-            keep = member.decision.action is Action.BLOCKED and member.previous is not None
-            self.links.link(audience_id, member.hash, member.contacts, move=not keep)
+            # A person who refused under their old address stays linked to that member.
+            refused = [c for c in member.contacts if (c.source, c.contact_key) in member.refused]
+            others = [c for c in member.contacts if (c.source, c.contact_key) not in member.refused]
+            self.links.link(audience_id, member.hash, others, move=True)
+            self.links.link(audience_id, member.hash, refused, move=False)
 
     def _withdraw(self, audience_id: str, outcome: Outcome) -> None:
         """Mailchimp's answer says the member unsubscribed or bounced meanwhile: the

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -29,7 +29,7 @@ from . import ledger, locks, pull, staging
 from .members import Member, Outcome, as_planned
 from .outbox import Outbox
 from .pipeline import DEPTH, Pipeline
-from .planner import decide
+from .planner import decide, refusal
 from .recorder import Recorder
 from .select import RunSelection
 from .sender import Sender
@@ -260,9 +260,13 @@ class SyncRunner:
         """Every address with a contact changed since it was last handled (all with
         ``full``), 500 at a time; the rest are counted unchanged."""
         everyone = self.addresses[audience_id]
-        also = self.learned.get(audience_id, set()) | self.selection.left(audience_id)
+        also = (
+            self.learned.get(audience_id, set())
+            | self.selection.left(audience_id)
+            | self.outbox.departed(self.run.id, audience_id)
+        )
         self._complete(audience_id, also)
-        handled = 0
+        handled = declined = 0
         pages = self.selection.pages(audience_id, changed_only=not self.run.full, also=also)
         with self._pipeline(audience_id) as pipeline:
             for hashes in pages:
@@ -272,10 +276,13 @@ class SyncRunner:
                     # Moves read members other pages may be changing: those go first.
                     pipeline.flush()
                     page = self._plan(audience_id, hashes)
+                declined += sum(1 for m in page.members if not any(c.marketing for c in m.contacts))
                 pipeline.submit(page)
         if not self.run.dry_run:
             self._forget_links_of_deleted_contacts(audience_id)
-        self.run.unchanged += everyone - handled
+        quiet = self.selection.without_consent_count(audience_id) - declined  # not handled
+        self.run.not_opted_in += quiet
+        self.run.unchanged += everyone - handled - quiet
         self.run.processed += everyone - handled
         self._commit()
 
@@ -287,15 +294,14 @@ class SyncRunner:
         moved = ledger.moved_contacts(links.by_contact, audience_id, groups)
         olds = set().union(*moved.values()) if moved else set()
         self._complete(audience_id, olds)
-        previous = ledger.previous_members(
-            moved,
-            ledger.states_read(self.session, self.models.MemberState, audience_id, olds),
-            self.selection.in_use(audience_id, olds),
+        old_states = ledger.states_read(self.session, self.models.MemberState, audience_id, olds)
+        history = History(
+            ledger.previous_members(moved, old_states, self.selection.in_use(audience_id, olds)),
+            ledger.refused_contacts(links.by_contact, audience_id, groups, old_states),
         )
         members = [
-            plan_member(member_hash, groups[member_hash], states.get(member_hash),
-                        previous.get(member_hash), self.merge_tags[audience_id],
-                        full=bool(self.run.full))
+            plan_member(member_hash, groups[member_hash], states.get(member_hash), history,
+                        self.merge_tags[audience_id], full=bool(self.run.full))
             for member_hash in hashes
         ]  # fmt: skip
         return Page(members, links, moves=bool(moved))
@@ -354,21 +360,39 @@ class Page:
     moves: bool = False
 
 
+@dataclass(frozen=True)
+class History:
+    """What the contacts of a page's addresses were before their addresses changed."""
+
+    #: Address -> (the member a contact was last sent as, whether it may move along).
+    previous: dict[str, tuple[Any, bool]] = field(default_factory=dict)
+    #: Address -> (its contacts whose person refused under another address, that member).
+    refused: dict[str, tuple[frozenset[tuple[str, str]], Any]] = field(default_factory=dict)
+
+
 def plan_member(
     member_hash: str,
     contacts: list[Any],
     state: Any,
-    previous: tuple[Any, bool] | None,
+    history: History,
     merge_tags: set[str],
     *,
     full: bool = False,
 ) -> Member:
-    """One address's contacts, its state and its previous member, decided."""
-    wanted = staging.wanted_member(contacts, merge_tags)
-    before, can_move = previous or (None, False)
+    """One address's contacts, its state and its history, decided."""
+    before, can_move = history.previous.get(member_hash, (None, False))
+    refused, refusing = history.refused.get(member_hash, (frozenset(), None))
+    wanted = staging.wanted_member(contacts, merge_tags, refused)
     member = Member(member_hash, wanted, ledger.known(state), state, contacts, before, can_move)
+    member.refused = refused
+    said_no = any(row.marketing for row in contacts if (row.source, row.contact_key) in refused)
     member.decision = decide(
-        wanted, member.known, previous=ledger.known(before), can_move=can_move, full=full
+        wanted,
+        member.known,
+        previous=ledger.known(before),
+        can_move=can_move,
+        refused=refusal(ledger.known(refusing)) if said_no else None,  # type: ignore[arg-type]
+        full=full,
     )
     return member
 

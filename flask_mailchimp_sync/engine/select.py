@@ -109,6 +109,28 @@ class RunSelection:
         query = sa.select(sa.func.count()).select_from(addresses)
         return int(self.session.execute(query).scalar() or 0)
 
+    def without_consent_count(self, audience_id: str) -> int:
+        """Addresses of the audience none of whose contacts has the marketing flag.
+
+        Unstaged contacts all have it: a resync leaves out only the unchanged contacts
+        with the flag (see :class:`.staging.Snapshot`), so an address with a current
+        link has consent.
+        """
+        staged, link = self.Staged, self.Link
+        consenting = sa.func.max(sa.case((staged.marketing.is_(True), 1), else_=0))
+        addresses = (
+            sa.select(staged.subscriber_hash.label("subscriber_hash"))
+            .where(self._mine(audience_id))
+            .group_by(staged.subscriber_hash)
+            .having(consenting == 0)
+            .subquery()
+        )
+        linked = sa.select(link.id).where(
+            self._current(audience_id), link.subscriber_hash == addresses.c.subscriber_hash
+        )
+        count = sa.select(sa.func.count()).select_from(addresses).where(~sa.exists(linked))
+        return int(self.session.execute(count).scalar() or 0)
+
     def pages(
         self, audience_id: str, *, changed_only: bool, also: Iterable[str] = ()
     ) -> Iterator[list[str]]:

@@ -75,7 +75,7 @@ class Sender:
             for m in members
         ]
         try:
-            result = self.api.batch_subscribe(audience_id, body)
+            result, maybe_ours = self.api.batch_subscribe(audience_id, body)
         except MailchimpApiError as error:
             if is_transient(error.status, titled=bool(error.title)):
                 raise
@@ -96,6 +96,8 @@ class Sender:
             if member is None:
                 continue
             if refusal.get("error_code") == "ERROR_CONTACT_EXISTS":
+                # After an attempt that went unanswered, "exists" may be our own add.
+                member.created = maybe_ours
                 existing.append(member)
             else:
                 reason = str(refusal.get("error") or "refused")
@@ -155,10 +157,29 @@ class Sender:
             return self._outcome(member, 204 if gone else 404, {})
         body = self._member_body(member)
         if action is Action.MOVE:
-            reply = self.api.change_member(audience_id, member.previous.subscriber_hash, body)
+            reply = self._move(audience_id, member, body)
         else:
             reply = self.api.upsert_member(audience_id, member.hash, body)
         return self._outcome(member, 200, reply)
+
+    def _move(self, audience_id: str, member: Member, body: dict[str, Any]) -> Any:
+        """PATCH the old member to the new address.
+
+        If the old one is gone (a retry found the move done, or it was removed), the
+        member is written at the new address. If the new address is a member already
+        (someone joined with it meanwhile), that member is updated instead: it is not
+        the shop's, and the old member, left without contacts, goes as departed.
+        """
+        try:
+            return self.api.change_member(audience_id, member.previous.subscriber_hash, body)
+        except MailchimpApiError as error:
+            if error.status == 400 and error.title == "Member Exists":
+                member.decision = Decision(Action.UPDATE, add_tags=member.want.tags)
+            elif error.status != 404:
+                raise
+        return self.api.upsert_member(
+            audience_id, member.hash, dict(body, status_if_new=self.new_status)
+        )
 
     def _outcome(self, member: Member, status_code: int, reply: Mapping[str, Any]) -> Outcome:
         """What one Mailchimp answer means for the run and for what the shop knows."""

@@ -86,8 +86,16 @@ def withdraw(
     """
     quietly(extension)
     turned_off = 0
+    found = []
     for source, instance in shop_contacts(extension, audience_id, email, contacts):
         turned_off += source.withdraw_consent(instance)
+        found.append((source.name, source.key_of(instance)))
+    # Consent follows the person: a contact found by its address is that member from now
+    # on, so a new address of its does not make it a new subscriber.
+    Link, member_hash = extension.models.ContactState, emails.subscriber_hash(email)
+    session = extension.db.session
+    session.flush()
+    ledger.link_unlinked(session, Link, audience_id, member_hash, [c for c in found if c[1]])
     state = member_state(extension, audience_id, email)
     news = state.status != status
     if news:

@@ -77,13 +77,14 @@ def field_problem(value: Any) -> str | None:
 class Snapshot:
     """A run's snapshot of the shop, staged in ``mailchimp_sync_staged``.
 
-    Every contact of the targets is read and checked; a contact whose link (the member
-    it was last sent as) says it is unchanged since is left out when *changed_only*, so
-    a resync writes only what changed. Those contacts are still there: their links
-    stand for them (see :mod:`.select`), and :meth:`add_companions` stages the ones an
-    address being handled needs. A linked contact that is not sendable any more (its
-    address became invalid, or it was deleted) is staged as a mark (:data:`ABSENT`),
-    so its link no longer stands for it.
+    Every contact of the targets is read and checked; a contact with the marketing flag
+    whose link (the member it was last sent as) says it is unchanged since is left out
+    when *changed_only*, so a resync writes little more than what changed (contacts
+    without the flag are staged: they tell which addresses nobody opted in at). The
+    contacts left out are still there: their links stand for them (see :mod:`.select`),
+    and :meth:`add_companions` stages the ones an address being handled needs. A linked
+    contact that is not sendable any more (its address became invalid, or it was
+    deleted) is staged as a mark (:data:`ABSENT`), so its link no longer stands for it.
     """
 
     def __init__(
@@ -160,7 +161,10 @@ class Snapshot:
                 row["fingerprint"],
             ):
                 # Handled as it is now, so its data passed these very checks then.
-                self.unchanged += 1
+                if contact.marketing:
+                    self.unchanged += 1
+                else:  # staged all the same: it tells an address nobody opted in at
+                    self._add(row)
                 continue
             problem = contact_problem(contact) or bounds.problem(self.Staged, row)
             if problem is None:
@@ -261,13 +265,20 @@ def staged_row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
     }
 
 
-def wanted_member(staged_rows: Sequence[Any], merge_tags: Mapping[str, Any] | set[str]) -> Wanted:
+def wanted_member(
+    staged_rows: Sequence[Any],
+    merge_tags: Mapping[str, Any] | set[str],
+    refused: frozenset[tuple[str, str]] = frozenset(),
+) -> Wanted:
     """One address's contacts (in registration order) as one member.
 
-    Consent from any contact with the flag on; tags of those contacts; each merge field
-    from the first contact that has it, kept only where the audience has that field.
+    Consent from any contact with the flag on, but those in *refused* (source, key),
+    whose person refused under another address; tags of the consenting contacts; each
+    merge field from the first contact that has it, kept only where the audience has it.
     """
-    consenting = [row for row in staged_rows if row.marketing]
+    consenting = [
+        row for row in staged_rows if row.marketing and (row.source, row.contact_key) not in refused
+    ]
     fields: dict[str, Any] = {}
     for row in consenting or staged_rows:
         for tag, value in json.loads(row.merge_fields).items():

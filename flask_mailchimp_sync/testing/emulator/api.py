@@ -381,6 +381,7 @@ def _control_routes(app: Flask, state: EmulatorState, faults: Faults) -> None:
                     ],
                     "requests": len(state.requests),
                     "write_requests": len(state.write_requests()),
+                    "archived_in_unfiltered_list": state.archived_in_unfiltered_list,
                 }
             )
 
@@ -405,6 +406,19 @@ def _control_routes(app: Flask, state: EmulatorState, faults: Faults) -> None:
         start = request.args.get("since", 0, type=int)
         with state.lock:
             return _json((state.changes or [])[start:])
+
+    @app.post("/_emulator/state")
+    def set_behaviour() -> Response:
+        """Switch behaviour Mailchimp's docs leave open: ``archived_in_unfiltered_list``."""
+        spec = request.get_json(force=True, silent=True)
+        if not isinstance(spec, dict) or set(spec) - {"archived_in_unfiltered_list"}:
+            return _json({"error": "Only archived_in_unfiltered_list can be set."}, 400)
+        value = spec.get("archived_in_unfiltered_list", state.archived_in_unfiltered_list)
+        if not isinstance(value, bool):
+            return _json({"error": "archived_in_unfiltered_list takes true or false."}, 400)
+        with state.lock:
+            state.archived_in_unfiltered_list = value
+        return _json({"archived_in_unfiltered_list": value})
 
     @app.get("/_emulator/lists/<list_id>/members")
     def dump_members(list_id: str) -> Response:

@@ -51,6 +51,12 @@ class Faults:
         with self._lock:
             self._queued.extend([kind] * count)
 
+    @property
+    def pending(self) -> int:
+        """How many faults queued by :meth:`fail_next` are still to come."""
+        with self._lock:
+            return len(self._queued)
+
     def clear(self) -> None:
         with self._lock:
             self._queued.clear()
