@@ -316,10 +316,15 @@ class SyncRunner:
                 pipeline.submit(Page(members, ledger.Links(self.session, self.models.ContactState)))
 
     def _pipeline(self, audience_id: str) -> Pipeline[Page]:
-        """Pages sent in the background (a preview sends nothing), recorded in order."""
+        """Pages sent in the background (a preview sends nothing), recorded in order.
+
+        The sending threads touch no ORM object: the run's attributes expire at each
+        commit, and loading them again needs the session and app context of this thread.
+        """
+        dry_run = bool(self.run.dry_run)
 
         def send(page: Page) -> list[Outcome]:
-            if self.run.dry_run:
+            if dry_run:
                 return [as_planned(m) for m in page.members]
             return self.sender.send(audience_id, page.members)
 
@@ -329,7 +334,7 @@ class SyncRunner:
             self._heartbeat()
             self._commit()
 
-        return Pipeline(send, record, depth=1 if self.run.dry_run else DEPTH)
+        return Pipeline(send, record, depth=1 if dry_run else DEPTH)
 
     def _forget_links_of_deleted_contacts(self, audience_id: str) -> None:
         """Forget the links of contacts gone from the shop.
