@@ -1,9 +1,10 @@
 """SQL for many values at once: a large shop's contacts come a thousand at a time.
 
-:func:`one_of` tests a column against many values; :func:`insert` writes many rows.
-On PostgreSQL (psycopg 3) both take the fast way: one array parameter instead of a
-parameter per value (a long ``IN`` list costs the driver more to send than the
-database to answer), and ``COPY`` instead of multi-row ``INSERT``. Every other
+:func:`one_of` tests a column against many values; :func:`insert` writes many rows,
+:func:`insert_new` those not there yet. On PostgreSQL (psycopg 3) they take the fast
+way: one array parameter instead of a parameter per value (a long ``IN`` list costs
+the driver more to send than the database to answer), ``COPY`` instead of multi-row
+``INSERT``, and arrays unnested into ``INSERT ... ON CONFLICT DO NOTHING``. Every other
 database gets the plain SQL. Either way the rows join the session's transaction, and
 nothing is kept in the session.
 """
@@ -41,14 +42,40 @@ def insert(session: Any, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     if not _fast(connection):
         session.execute(table.insert(), rows)
         return
+    names, values = _filled(table, rows)
+    statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
+    cursor = connection.connection.driver_connection.cursor()
+    with cursor, cursor.copy(statement) as copy:
+        for row in values:
+            copy.write_row(row)
+
+
+def insert_new(session: Any, table: Any, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Insert *rows*, skipping those a unique constraint says are there already (another
+    writer added them meanwhile), in one statement on PostgreSQL (psycopg 3): an array
+    a column, unnested. Returns ``False``, inserting nothing, on other databases."""
+    connection = session.connection(bind_arguments={"clause": table})
+    if not _fast(connection):
+        return False
+    if not rows:
+        return True
+    names, values = _filled(table, rows)
+    by_column = zip(*values, strict=True)
+    columns = []
+    for name, column in zip(names, by_column, strict=True):
+        array = postgresql.ARRAY(table.c[name].type)
+        columns.append(sa.func.unnest(sa.cast(sa.bindparam(None, list(column), array), array)))
+    insert = postgresql.insert(table).from_select(names, sa.select(*columns))
+    session.execute(insert.on_conflict_do_nothing())
+    return True
+
+
+def _filled(table: Any, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The columns *rows* set (and those with plain defaults), and each row's values."""
     defaults = {
         column.name: column.default.arg
         for column in table.columns
         if column.default is not None and column.default.is_scalar
     }
     names = list(dict.fromkeys([*rows[0], *(name for name in defaults if name not in rows[0])]))
-    statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN"
-    cursor = connection.connection.driver_connection.cursor()
-    with cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([row[name] if name in row else defaults[name] for name in names])
+    return names, [[row[name] if name in row else defaults[name] for name in names] for row in rows]

@@ -63,7 +63,7 @@ def _insert_missing(
 
 def insert_new(session: Any, Model: Any, rows: list[dict[str, Any]]) -> None:
     """Insert *rows*, skipping any that a unique constraint says exists already."""
-    if not rows:
+    if not rows or many.insert_new(session, Model.__table__, rows):
         return
     insert = upsert_insert(session, Model)
     if insert is not None:
