@@ -50,9 +50,17 @@ def insert(session: Any, table: Any, rows: Sequence[Mapping[str, Any]]) -> None:
             copy.write_row(row)
 
 
-def insert_new(session: Any, table: Any, rows: Sequence[Mapping[str, Any]]) -> bool:
+def insert_new(
+    session: Any,
+    table: Any,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    update: Sequence[str] = (),
+    key: Sequence[Any] = (),
+) -> bool:
     """Insert *rows*, skipping those a unique constraint says are there already (another
-    writer added them meanwhile), in one statement on PostgreSQL (psycopg 3): an array
+    writer added them meanwhile), or setting just the columns *update* of those (found
+    by the unique columns *key*), in one statement on PostgreSQL (psycopg 3): an array
     a column, unnested. Returns ``False``, inserting nothing, on other databases."""
     connection = session.connection(bind_arguments={"clause": table})
     if not _fast(connection):
@@ -66,7 +74,11 @@ def insert_new(session: Any, table: Any, rows: Sequence[Mapping[str, Any]]) -> b
         array = postgresql.ARRAY(table.c[name].type)
         columns.append(sa.func.unnest(sa.cast(sa.bindparam(None, list(column), array), array)))
     insert = postgresql.insert(table).from_select(names, sa.select(*columns))
-    session.execute(insert.on_conflict_do_nothing())
+    if update:
+        changed = {name: insert.excluded[name] for name in update}
+        session.execute(insert.on_conflict_do_update(index_elements=key, set_=changed))
+    else:
+        session.execute(insert.on_conflict_do_nothing())
     return True
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .. import many
 from ..models import DEFAULT_STORE
 from . import ledger
 
@@ -99,6 +100,8 @@ def _insert(session: Any, State: Any, records: list[Record]) -> None:
         row = {n: v for n, v in vars(record).items() if n in table.c and n != "id"}
         by_columns.setdefault(tuple(record.changes()), []).append(row)
     for columns, rows in by_columns.items():
+        if many.insert_new(session, table, rows, update=columns, key=key):
+            continue
         insert = ledger.upsert_insert(session, State)
         changed = {name: insert.excluded[name] for name in columns}
         if changed:
