@@ -407,6 +407,11 @@ class ContactSource:
         SQL expression the host passes ``set_marketing`` to ``add_source``.
         """
         if self._set_marketing is not None:
+            field = self._field("marketing")
+            readable = field if field is not None and field.expression is None else None
+            # (an SQL expression needs a row to be read)
+            if readable is not None and not _is_consent(readable.read(instance, None)):
+                return False  # off already: nothing to write (or to count)
             self._set_marketing(instance, False)
             return True
         return self._write(instance, "marketing", False, only_if=_is_consent)
