@@ -9,7 +9,7 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
-from . import connection
+from . import connection, words
 from ._state import get_extension, real_app
 from .connection import AudienceChoice
 from .engine.delivery import drain
@@ -187,11 +187,12 @@ def sync_command(dry_run: bool, role: str | None, full: bool) -> None:
         )
     except SyncRefused as refused:
         raise click.ClickException(str(refused)) from None
+    names = words.audience_names(extension)
     with click.progressbar(length=1, label="Preview" if dry_run else "Sync", show_pos=True) as bar:
 
         def show(progress: Any) -> None:
             bar.length = max(progress.total, 1)
-            bar.label = progress.phase or bar.label
+            bar.label = words.phase_text(progress, names) or bar.label
             bar.update(progress.processed - bar.pos)
 
         run = execute_run(extension, run.id, on_progress=show)

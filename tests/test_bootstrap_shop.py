@@ -97,7 +97,7 @@ def test_the_page_wears_the_shops_layout_and_menu(shop):
     assert "<title>Mailchimp · Integrations · Fern &amp; Finch</title>" in page
     assert f'<a class="nav-link" href="{PAGE}">Mailchimp</a>' in page  # its own menu variable
     inside = page.split('<div class="container py-4" id="page">')[1]
-    assert "<h1>Mailchimp</h1>" in inside and "API key" in inside
+    assert 'id="mailchimp-sync-title">Mailchimp</h1>' in inside and "API key" in inside
 
 
 def test_a_customer_who_is_not_staff_is_refused(shop):
@@ -115,14 +115,15 @@ def test_connect_and_choose_the_audience_on_the_page(shop, mailchimp_account):
     page = staff.get(PAGE).get_data(as_text=True)
     assert (
         '<div class="alert alert-success">Connected to the Mailchimp account Marigold '
-        "Consignment.</div>" in page
+        "Consignment. Next: choose the audiences below.</div>" in page
     )
     saved = post(
         staff, "audiences", role0_audience=mailchimp_account.customers.id, role0_tag="Shop"
     )
     assert saved.status_code == 302
-    assert '<div class="alert alert-success">Audiences saved.</div>' in staff.get(PAGE).get_data(
-        as_text=True
+    assert (
+        '<div class="alert alert-success">Settings saved. Nothing was sent yet. Next: Preview, '
+        "then Sync.</div>" in staff.get(PAGE).get_data(as_text=True)
     )
 
 
