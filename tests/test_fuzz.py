@@ -82,7 +82,7 @@ def remember_a_member_without_contact(app) -> None:
 
 
 ACTIONS = st.sampled_from(
-    ["connect", "audiences", "realtime", "disconnect", "sync", "webhook-secret"]
+    ["connect", "audiences", "disconnect", "sync", "webhook-secret"]
 )
 PAGES = st.sampled_from(["", "runs", "runs/1", "runs/1.json", "runs/99999999999999999999"])
 FIELDS = st.sampled_from(
