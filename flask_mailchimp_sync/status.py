@@ -131,7 +131,7 @@ def _pending(
 
 def _waits_for(settings: Any, role: str) -> str | None:
     if not settings.realtime:
-        return "the next Sync (real-time updates are off)"
+        return "the next Sync, as real-time updates are off"
     audience = settings.audience_for(role)
     if audience is None:
         return "an audience to be chosen"

@@ -14,9 +14,7 @@ FIELDS = st.sampled_from(
      "role9_tag", "csrf_token"]
 )  # fmt: skip
 TEXT = st.one_of(st.text(max_size=120), st.sampled_from(["", "y", "0" * 32 + "-us6", "a1b2c3d4e5"]))
-ACTIONS = st.sampled_from(
-    ["connect", "audiences", "disconnect", "sync", "webhook-secret"]
-)
+ACTIONS = st.sampled_from(["connect", "audiences", "disconnect", "sync", "webhook-secret"])
 RELAXED = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

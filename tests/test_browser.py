@@ -1,6 +1,6 @@
 """Staff at work in a real browser: headless Chromium (Debian's) driven by Playwright.
 
-The whole staff flow, on a laptop (1366×768) and on a phone (390×844): every page must
+The whole staff flow, on a laptop (1366x768) and on a phone (390x844): every page must
 fit the screen (no sideways scrolling on the phone) and pass axe-core's accessibility
 check with no serious or critical violation. Connect and Sync are done with the
 keyboard only. The laptop walk also takes the README's screenshots: into
@@ -79,9 +79,7 @@ class Walk:
         """The page fits the screen and has no serious or critical accessibility fault."""
         page = self.page
         page.wait_for_load_state()
-        scroll, inner = page.evaluate(
-            "[document.documentElement.scrollWidth, window.innerWidth]"
-        )
+        scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         self.widths[name] = scroll
         assert scroll <= inner == self.width, f"{name} is {scroll} px wide at {self.size}"
         violations = self.axe.run(page).response["violations"]
@@ -121,7 +119,9 @@ def test_the_whole_staff_flow(app, emulator, mailchimp_account, served, browser,
         page.keyboard.press("Enter")
 
     # The first screen after login: plain counts (it once showed a Python method).
-    assert re.search(r"20 consignors, 30 customers, \d+ items on consignment", page.inner_text("main"))
+    assert re.search(
+        r"20 consignors, 30 customers, \d+ items on consignment", page.inner_text("main")
+    )
     assert "built-in method" not in page.content()
     walk.check("dashboard")
     # The skip link is the first thing the keyboard reaches.
@@ -219,7 +219,10 @@ def test_the_whole_staff_flow(app, emulator, mailchimp_account, served, browser,
     page.uncheck("#accepts_marketing")
     with page.expect_navigation():
         page.click("text=Save")
-    assert page.inner_text(".mailchimp-status") in ("Archiving in Mailchimp…", "Archived in Mailchimp on " + time.strftime("%Y-%m-%d", time.gmtime()))
+    assert page.inner_text(".mailchimp-status") in (
+        "Archiving in Mailchimp…",
+        "Archived in Mailchimp on " + time.strftime("%Y-%m-%d", time.gmtime()),
+    )
     deadline = time.time() + 15
     while emulator.state.member(mailchimp_account.customers.id, email).visible_status != "archived":
         assert time.time() < deadline, "the member was not archived"
