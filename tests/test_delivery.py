@@ -87,6 +87,7 @@ def test_nothing_is_sent_before_the_first_sync_then_real_time_runs_by_itself(
             "role0_tag": "Consignor",
             "role1_audience": audience,
             "role1_tag": "Customer",
+            "realtime": "y",  # the one settings form: an unticked box turns it off
         },
     )
     assert response.status_code == 302, response.get_data(as_text=True)
