@@ -164,11 +164,17 @@ def _list_audiences(extension: Any) -> None:
 @mailchimp_cli.command("disconnect")
 @ready
 def disconnect_command() -> None:
-    """Forget the API key, the account and the audience choices."""
+    """Forget the API key and the webhook's secret; members stay in Mailchimp.
+
+    The audience choices are kept for reconnecting to the same account.
+    """
     extension = get_extension()
     left = connection.disconnect(extension)
     extension.db.session.commit()
-    click.echo("Disconnected; the API key is forgotten.")
+    click.echo(
+        "Disconnected; the API key is forgotten. Members stay in Mailchimp as they are; "
+        "the audience choices are kept for reconnecting to the same account."
+    )
     if left:
         click.echo(left, err=True)
 

@@ -392,6 +392,7 @@ def _render(
             data=_saved_choices(extension, settings, available),
         )
     runs = _recent_runs(extension)
+    deliveries = recent_deliveries(extension) if connected else []
     return render_template(
         "mailchimp_sync/settings.html",
         settings=settings,
@@ -403,7 +404,8 @@ def _render(
         audiences_form=audiences,
         sync_form=SyncForm(formdata=None),
         outbox=outbox_summary(extension) if connected else None,
-        deliveries=recent_deliveries(extension) if connected else [],
+        deliveries=deliveries,
+        contacts=words.contacts(extension, [i for _d, listed in deliveries for i in listed]),
         first_sync_pending=waiting_for_first_sync(settings),
         step=words.next_step(settings, connected and not key_problem, runs),
         last_sync=next((r for r in runs if not r.dry_run), None),
