@@ -408,6 +408,7 @@ def _render(
         contacts=words.contacts(extension, [i for _d, listed in deliveries for i in listed]),
         first_sync_pending=waiting_for_first_sync(settings),
         step=words.next_step(settings, connected and not key_problem, runs),
+        steps=words.STEP_TITLES,
         last_sync=next((r for r in runs if not r.dry_run), None),
         names=words.audience_names(extension),
         webhook_form=WebhookForm(formdata=None),
