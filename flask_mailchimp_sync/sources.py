@@ -146,6 +146,8 @@ class ContactSource:
         merge_fields: MergeFieldsSpec | None = None,
         set_marketing: Callable[[Any, bool], None] | None = None,
         watch: Mapping[type, Callable[[Any], Any]] | None = None,
+        label: Callable[[Any], str | None] | None = None,
+        url: Callable[[Any], str | None] | None = None,
     ) -> None:
         if not isinstance(role, str) or not role.strip() or len(role) > MAX_ROLE_LENGTH:
             raise ValueError(
@@ -168,6 +170,8 @@ class ContactSource:
         self._primary_key: str = mapper.get_property_by_column(mapper.primary_key[0]).key
         self._merge_fields = merge_fields
         self._set_marketing = set_marketing
+        self._label = label
+        self._url = url
         self._resolved = False
         #: Deeper models the hooks watch on the host's word: model -> the contact
         #: instance(s) a changed row concerns.
@@ -270,6 +274,22 @@ class ContactSource:
         """Read the contact with primary key *key* (or its text), ``None`` when it is gone."""
         row = self._row(session, key)
         return None if row is None else self.contact_from_row(row[0], row)
+
+    def describe(self, session: orm.Session, key: Any) -> tuple[str | None, str | None]:
+        """How the pages name the contact with key *key*, and the URL of its page in the
+        shop: ``label=`` and ``url=`` of :meth:`~.MailchimpSync.add_source`, else its
+        name (or address) and no link. ``(None, None)`` when the contact is gone."""
+        row = self._row(session, key)
+        if row is None:
+            return None, None
+        instance = row[0]
+        if self._label is not None:
+            label = self._label(instance)
+        else:
+            contact = self.contact_from_row(instance, row)
+            names = (contact.first_name, contact.last_name)
+            label = " ".join(n.strip() for n in names if n and n.strip()) or contact.email
+        return label or None, self._url(instance) if self._url is not None else None
 
     def get_instance(self, session: orm.Session, key: Any) -> Any:
         """The model instance with primary key *key* (or its text), to change it."""
