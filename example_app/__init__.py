@@ -6,6 +6,7 @@ It registers the extension exactly as any host would, through its public API onl
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any
 
 from flask import Flask, g, redirect, request, url_for
@@ -36,6 +37,8 @@ mailchimp.add_source(
     marketing="preferences.accepts_marketing",
     first_name="first_name",
     last_name="last_name",
+    # Sync reports link each contact to its page, where staff can fix it.
+    url=lambda customer: url_for("shop.customer", customer_id=customer.id),
 )
 
 
@@ -47,10 +50,37 @@ def staff_only() -> Any:
     return True
 
 
+def instance_secret_key(instance_path: str) -> str:
+    """This instance's own random SECRET_KEY, made on first start and kept in the
+    instance folder (readable by its owner only).
+
+    Never a key written in the code: anyone who knows it could forge a staff login
+    and decrypt the stored Mailchimp API key.
+    """
+    path = os.path.join(instance_path, "secret_key")
+    try:
+        with open(path, encoding="ascii") as existing:
+            key = existing.read().strip()
+            if key:
+                return key
+    except FileNotFoundError:
+        pass
+    key = secrets.token_hex(32)
+    # O_EXCL: two processes starting at once keep the first one's key.
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return instance_secret_key(instance_path)
+    with os.fdopen(descriptor, "w", encoding="ascii") as new:
+        new.write(key)
+    return key
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(
-        SECRET_KEY=os.environ.get("SHOP_SECRET_KEY", "marigold-demo-secret-change-me"),
+        SECRET_KEY=os.environ.get("SHOP_SECRET_KEY") or instance_secret_key(app.instance_path),
         SQLALCHEMY_DATABASE_URI=os.environ.get(
             "SHOP_DATABASE_URL", "sqlite:///" + os.path.join(app.instance_path, "shop.db")
         ),
@@ -60,7 +90,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     # FLASK_MAILCHIMP_SYNC_REDIS_URL=... and the like, for deployments and workers.
     app.config.from_prefixed_env()
     app.config.update(config or {})
-    os.makedirs(app.instance_path, exist_ok=True)
 
     db.init_app(app)
     csrf.init_app(app)

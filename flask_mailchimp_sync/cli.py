@@ -9,7 +9,7 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
-from . import connection
+from . import connection, words
 from ._state import get_extension, real_app
 from .connection import AudienceChoice
 from .engine.delivery import drain
@@ -164,11 +164,17 @@ def _list_audiences(extension: Any) -> None:
 @mailchimp_cli.command("disconnect")
 @ready
 def disconnect_command() -> None:
-    """Forget the API key, the account and the audience choices."""
+    """Forget the API key and the webhook's secret; members stay in Mailchimp.
+
+    The audience choices are kept for reconnecting to the same account.
+    """
     extension = get_extension()
     left = connection.disconnect(extension)
     extension.db.session.commit()
-    click.echo("Disconnected; the API key is forgotten.")
+    click.echo(
+        "Disconnected; the API key is forgotten. Members stay in Mailchimp as they are; "
+        "the audience choices are kept for reconnecting to the same account."
+    )
     if left:
         click.echo(left, err=True)
 
@@ -187,11 +193,12 @@ def sync_command(dry_run: bool, role: str | None, full: bool) -> None:
         )
     except SyncRefused as refused:
         raise click.ClickException(str(refused)) from None
+    names = words.audience_names(extension)
     with click.progressbar(length=1, label="Preview" if dry_run else "Sync", show_pos=True) as bar:
 
         def show(progress: Any) -> None:
             bar.length = max(progress.total, 1)
-            bar.label = progress.phase or bar.label
+            bar.label = words.phase_text(progress, names) or bar.label
             bar.update(progress.processed - bar.pos)
 
         run = execute_run(extension, run.id, on_progress=show)

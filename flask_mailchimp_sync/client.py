@@ -92,9 +92,16 @@ class MailchimpApi:
     """
 
     def __init__(
-        self, api_key: str, config: Mapping[str, Any], *, retries: int | None = None
+        self,
+        api_key: str,
+        config: Mapping[str, Any],
+        *,
+        retries: int | None = None,
+        on_retry: Callable[[float], None] | None = None,
     ) -> None:
         self._client = build_client(api_key, config)
+        #: Told the seconds before each retry, so a run's page can say it waits.
+        self._on_retry = on_retry
         self._data_center = data_center(api_key)
         self._slots = budget.slots(api_key, config)
         self._retries = (
@@ -329,7 +336,10 @@ class MailchimpApi:
                 retry = True
             if not retry or attempt >= self._retries:
                 raise problem
-            time.sleep(backoff_delay(attempt, self._backoff))
+            delay = backoff_delay(attempt, self._backoff)
+            if self._on_retry is not None:
+                self._on_retry(delay)
+            time.sleep(delay)
             attempt += 1
 
 

@@ -64,11 +64,16 @@ def connect(
         raise ConnectionProblem("api_key", str(problem)) from None
     store = extension.settings_store()
     previous = store.get()
-    if previous is not None and previous.is_connected and previous.account_id == account.id:
-        # Connecting the same account again (its stored key unreadable, or a new key):
-        # a role given no audience keeps the one it has.
+    if previous is not None and previous.account_id == account.id:
+        # The same account again (after Disconnect, or with a new key): a role given no
+        # audience keeps the one it has.
         choices = {role: c for role, c in (choices or {}).items() if c.audience_id}
+    elif previous is not None:
+        # Another account: the audiences chosen for the last one are not in it.
+        choices = {role: AudienceChoice(None) for role in extension.roles} | dict(choices or {})
     verified = _verify_audiences(api, choices or {})
+    if previous is not None and previous.account_id != account.id:
+        previous.webhook_secret = None  # a new account gets a new webhook address
     settings = store.save_account(api_key, account_id=account.id, account_name=account.name)
     _save_choices(extension, verified, choices or {})
     return settings
@@ -114,8 +119,11 @@ def register_webhooks(extension: MailchimpSync, *, rotate: bool = False) -> str 
 
 
 def disconnect(extension: MailchimpSync) -> str | None:
-    """Forget the key, the account and the audience choices (webhooks removed first).
+    """Forget the key (webhooks removed first) and the webhook's secret.
 
+    Members stay in Mailchimp as they are, and real-time updates stop (changes wait in
+    the outbox). The audience choices are kept for reconnecting to the same account;
+    :func:`connect` clears them when another account is connected.
     Returns a sentence for staff when a webhook had to be left in Mailchimp.
     """
     store = extension.settings_store()
@@ -131,9 +139,12 @@ def disconnect(extension: MailchimpSync) -> str | None:
                 "The webhook registered in Mailchimp could not be removed, because the stored "
                 "key cannot be read: delete it in Mailchimp (the audience's Settings > Webhooks)."
             )
+    account_id = settings.account_id
     store.forget_account()
-    for role in [audience.role for audience in settings.audiences]:
-        store.set_audience(role, None)
+    # Which account the kept choices belong to (never shown; compared on reconnect).
+    settings.account_id = account_id
+    # A URL that leaked while connected must not work for the next connection.
+    settings.webhook_secret = None
     return left
 
 

@@ -193,6 +193,8 @@ class MailchimpSync:
         merge_fields: MergeFieldsSpec | None = None,
         set_marketing: Callable[[Any, bool], None] | None = None,
         watch: Mapping[type, Callable[[Any], Any]] | None = None,
+        label: Callable[[Any], str | None] | None = None,
+        url: Callable[[Any], str | None] | None = None,
     ) -> ContactSource:
         """Register *model*'s rows as contacts of *role* (``"customer"``, ``"consignor"``...).
 
@@ -205,6 +207,10 @@ class MailchimpSync:
         callable giving the contact instance (or instances) a changed row concerns, so
         real-time updates follow them (the source's own model and the models one
         relationship away are watched without it).
+        *label* names a contact on the staff pages (default: its first and last name,
+        else its address); *url* gives the address of its page in the shop, so staff
+        can fix it from a sync report (default: no link). Both take the instance and
+        are called inside a request.
         """
         source = ContactSource(
             model,
@@ -216,6 +222,8 @@ class MailchimpSync:
             merge_fields=merge_fields,
             set_marketing=set_marketing,
             watch=watch,
+            label=label,
+            url=url,
         )
         if any(existing.name == source.name for existing in self.sources):
             raise ValueError(f"{model.__name__} is already registered for role {role!r}.")

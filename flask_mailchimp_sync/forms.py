@@ -50,20 +50,22 @@ class ConnectFormBase(FlaskForm):
 
 
 class AudiencesFormBase(FlaskForm):
-    double_opt_in = BooleanField(
-        "Double opt-in: new subscribers get a confirmation email first (status pending)"
-    )
+    """Every setting of a connected account, saved by one button."""
+
+    double_opt_in = BooleanField("Ask new subscribers to confirm by email first (double opt-in)")
     profile_updates = BooleanField("Take name changes made in Mailchimp into the shop")
-    save = SubmitField("Save")
+    realtime = BooleanField("Send each change to Mailchimp as it happens (real-time updates)")
+    save = SubmitField("Save settings")
 
 
 class DisconnectForm(FlaskForm):
+    """Disconnect asks first: the box must be ticked, or nothing happens."""
+
+    confirm = BooleanField(
+        "Yes, disconnect the shop from this Mailchimp account",
+        validators=[DataRequired("Tick the box to confirm, or go back: nothing was changed.")],
+    )
     disconnect = SubmitField("Disconnect")
-
-
-class RealtimeForm(FlaskForm):
-    realtime = BooleanField("Send each change to Mailchimp as it happens (real-time updates)")
-    save_realtime = SubmitField("Save")
 
 
 class WebhookForm(FlaskForm):
@@ -98,31 +100,30 @@ def connect_form(roles: Sequence[str], **kwargs: Any) -> FlaskForm:
 def audiences_form(
     roles: Sequence[str],
     audiences: Sequence[AudienceInfo] | None,
-    saved_ids: Sequence[str] = (),
+    saved: Sequence[tuple[str, str | None]] = (),
     **kwargs: Any,
 ) -> FlaskForm:
-    """A dropdown per role (or an ID box when the list could not be read), and its tag.
+    """A dropdown per role, and its tag.
 
-    *saved_ids* that the account no longer lists stay selectable, so the page shows
-    what is saved even after an audience was deleted in Mailchimp.
+    *saved* (id, name) audiences that the account no longer lists stay selectable, so
+    the page shows what is saved even after an audience was deleted in Mailchimp, or
+    while Mailchimp cannot list them (then by the names saved with them).
     """
     listed = {a.id for a in audiences or []}
+    unlisted = "could not be listed now" if audiences is None else "not found in this account"
     choices = [select_choice(NOT_SYNCED, "— not synced —")]
     choices += [select_choice(a.id, a.label) for a in audiences or []]
     choices += [
-        select_choice(i, f"{i} (not found in this account)") for i in saved_ids if i not in listed
+        select_choice(i, f"{name or 'Audience ' + i} ({unlisted})")
+        for i, name in dict(saved).items()
+        if i not in listed
     ]
     fields: dict[str, Field] = {}
     for n, role in enumerate(roles):
         label = f"{role.replace('_', ' ').title()} audience"
-        if audiences is None:
-            fields[role_field(n, "audience")] = StringField(
-                label, validators=[Optional(), AUDIENCE_ID], filters=[_strip]
-            )
-        else:
-            fields[role_field(n, "audience")] = SelectField(label, choices=choices)
+        fields[role_field(n, "audience")] = SelectField(label, choices=choices)
         fields[role_field(n, "audience_id")] = StringField(
-            "or paste an Audience ID", validators=[Optional(), AUDIENCE_ID], filters=[_strip]
+            "Or paste an Audience ID", validators=[Optional(), AUDIENCE_ID], filters=[_strip]
         )
         fields[role_field(n, "tag")] = StringField(
             "Tag", validators=[DataRequired(), Length(max=100), _printable], filters=[_strip]

@@ -157,9 +157,7 @@ def _refuse_if_running(extension: MailchimpSync, audiences: list[str]) -> None:
     # Real-time deliveries are short: a sync waits for them (see SyncRunner) instead.
     names = locks.audience_locks(audiences)
     if locks.held(session, models.Lock, names, except_deliveries=True):
-        raise SyncRefused(
-            "A sync of this audience is already running; it shows its progress below."
-        )
+        raise SyncRefused("A sync of this audience is already running.")
     SyncRun = models.SyncRun
     waiting = session.execute(
         sa.select(SyncRun).where(

@@ -146,6 +146,8 @@ class ContactSource:
         merge_fields: MergeFieldsSpec | None = None,
         set_marketing: Callable[[Any, bool], None] | None = None,
         watch: Mapping[type, Callable[[Any], Any]] | None = None,
+        label: Callable[[Any], str | None] | None = None,
+        url: Callable[[Any], str | None] | None = None,
     ) -> None:
         if not isinstance(role, str) or not role.strip() or len(role) > MAX_ROLE_LENGTH:
             raise ValueError(
@@ -171,6 +173,8 @@ class ContactSource:
         #: The fields as a plain-column query: worked out on first use (mappers are
         #: configured by then); ``False`` when the source needs its model instances.
         self._plain: sa.Select[Any] | bool | None = None
+        self._label = label
+        self._url = url
         self._resolved = False
         #: Deeper models the hooks watch on the host's word: model -> the contact
         #: instance(s) a changed row concerns.
@@ -328,6 +332,22 @@ class ContactSource:
         row = self._row(session, key)
         return None if row is None else self.contact_from_row(row[0], row)
 
+    def describe(self, session: orm.Session, key: Any) -> tuple[str | None, str | None]:
+        """How the pages name the contact with key *key*, and the URL of its page in the
+        shop: ``label=`` and ``url=`` of :meth:`~.MailchimpSync.add_source`, else its
+        name (or address) and no link. ``(None, None)`` when the contact is gone."""
+        row = self._row(session, key)
+        if row is None:
+            return None, None
+        instance = row[0]
+        if self._label is not None:
+            label = self._label(instance)
+        else:
+            contact = self.contact_from_row(instance, row)
+            names = (contact.first_name, contact.last_name)
+            label = " ".join(n.strip() for n in names if n and n.strip()) or contact.email
+        return label or None, self._url(instance) if self._url is not None else None
+
     def get_instance(self, session: orm.Session, key: Any) -> Any:
         """The model instance with primary key *key* (or its text), to change it."""
         row = self._row(session, key)
@@ -408,8 +428,8 @@ class ContactSource:
         """
         if self._set_marketing is not None:
             field = self._field("marketing")
+            # An SQL expression needs a row to be read: then the flag is simply written.
             readable = field if field is not None and field.expression is None else None
-            # (an SQL expression needs a row to be read)
             if readable is not None and not _is_consent(readable.read(instance, None)):
                 return False  # off already: nothing to write (or to count)
             self._set_marketing(instance, False)

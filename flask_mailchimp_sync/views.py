@@ -6,6 +6,7 @@ Views call into :mod:`.connection` and the models; nothing below them imports th
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -18,20 +19,21 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_wtf import FlaskForm
 
-from . import connection
+from . import connection, words
 from ._state import get_extension, real_app
 from .client import AudienceInfo
 from .connection import AudienceChoice, default_tag
+from .crypto import decrypt_api_key, encrypt_api_key
 from .engine.members import LISTED, OUTCOMES
 from .exceptions import ConnectionProblem, MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
 from .forms import (
     NOT_SYNCED,
     DisconnectForm,
-    RealtimeForm,
     SyncForm,
     WebhookForm,
     audiences_form,
@@ -64,14 +66,26 @@ def listed_outcomes() -> tuple[str, ...]:
     return LISTED
 
 
-@blueprint.app_template_global("mailchimp_sync_audience_names")
-def audience_names(run: Any) -> str:
-    """The names of the audiences a run covers (as staff chose them), for its row."""
-    settings = get_extension().settings_store().get()
-    chosen = settings.audiences if settings is not None else []
-    names = {a.audience_id: a.audience_name or a.audience_id for a in chosen}
-    ids = [audience_id for audience_id in (run.audiences or "").split(",") if audience_id]
-    return ", ".join(names.get(audience_id, audience_id) for audience_id in ids)
+@blueprint.app_template_global("mailchimp_sync_state")
+def state_words(run: Any) -> str:
+    """A run's state in plain words ("In progress", "Failed")."""
+    return words.state_text(run)
+
+
+@blueprint.app_template_global("mailchimp_sync_outcome_word")
+def outcome_word(name: str) -> str:
+    return words.OUTCOME_WORDS.get(name, name.replace("_", " "))
+
+
+@blueprint.app_template_global("mailchimp_sync_audiences_of")
+def audiences_of(run: Any, names: dict[str, str]) -> str:
+    return words.audiences_of(run, names)
+
+
+@blueprint.app_template_filter("mailchimp_sync_text")
+def mailchimp_text(reason: str | None) -> str:
+    """Mailchimp's error text, readable (whose support; one full stop)."""
+    return words.mailchimp_text(reason)
 
 
 @blueprint.before_request
@@ -103,10 +117,36 @@ def settings_page() -> Any:
     return _render()
 
 
+#: How long a key Mailchimp accepted is kept when the rest of the connect form was
+#: refused, so staff fix the audience ID without pasting the key again.
+KEPT_KEY_SECONDS = 600
+_KEPT_KEY = "mailchimp_sync_kept_key"
+
+
+def _kept_key() -> str | None:
+    """The key kept from the last refused connect form, if still fresh.
+
+    It is kept in the session only as a Fernet token (the stored key's own encryption),
+    so the cookie never holds it readable; it is never rendered into the page.
+    """
+    kept = session.get(_KEPT_KEY)
+    if not isinstance(kept, list) or len(kept) != 2 or time.time() - kept[1] > KEPT_KEY_SECONDS:
+        session.pop(_KEPT_KEY, None)
+        return None
+    try:
+        return decrypt_api_key(current_app.config, str(kept[0]))
+    except StoredKeyUnreadableError:
+        session.pop(_KEPT_KEY, None)
+        return None
+
+
 @blueprint.post("/connect")
 def connect() -> Any:
     extension = get_extension()
     form = connect_form(extension.roles)
+    kept = _kept_key()
+    if kept is not None and not (form.api_key.data or "").strip():
+        form.api_key.data = kept  # "leave the box empty to use the key you entered"
     if form.validate_on_submit():
         choices = {
             role: AudienceChoice(form[role_field(n, "audience_id")].data or None)
@@ -117,9 +157,19 @@ def connect() -> Any:
         except ConnectionProblem as problem:
             extension.db.session.rollback()
             _field_for(form, extension, problem, "audience_id").errors.append(problem.message)
+            if problem.field == "api_key":
+                session.pop(_KEPT_KEY, None)
+            else:  # Mailchimp accepted the key: keep it, encrypted, for the next try
+                token = encrypt_api_key(current_app.config, form.api_key.data)
+                session[_KEPT_KEY] = [token, time.time()]
         else:
+            session.pop(_KEPT_KEY, None)
             extension.db.session.commit()
-            flash_message(f"Connected to the Mailchimp account {settings.account_name}.", "success")
+            flash_message(
+                f"Connected to the Mailchimp account {settings.account_name}. "
+                "Next: choose the audiences below.",
+                "success",
+            )
             _flash_if(connection.register_webhooks(extension))
             return redirect(url_for(".settings_page"))
     return _render(connect=form), 400
@@ -127,9 +177,10 @@ def connect() -> Any:
 
 @blueprint.post("/audiences")
 def audiences() -> Any:
+    """The one settings form: audiences, tags and every option, saved together."""
     extension = get_extension()
     listed = _available_audiences(extension)
-    form = audiences_form(extension.roles, listed[0], _saved_ids(extension))
+    form = audiences_form(extension.roles, listed[0], _saved(extension))
     if form.validate_on_submit():
         choices = {}
         for n, role in enumerate(extension.roles):
@@ -142,26 +193,51 @@ def audiences() -> Any:
                 extension, choices, double_opt_in=bool(form.double_opt_in.data)
             )
             settings.profile_updates = bool(form.profile_updates.data)
+            realtime_was, settings.realtime = settings.realtime, bool(form.realtime.data)
         except ConnectionProblem as problem:
             extension.db.session.rollback()
             _field_for(form, extension, problem, "audience").errors.append(problem.message)
         else:
             extension.db.session.commit()
-            flash_message("Audiences saved.", "success")
+            if settings.realtime and not realtime_was:
+                dispatcher(real_app()).nudge()  # deliver what waited meanwhile
+            flash_message(_saved_message(settings), "success")
             _flash_if(connection.register_webhooks(extension))
             # Nothing is sent now: the staff's first Sync (after a Preview) comes first.
             return redirect(url_for(".settings_page"))
     return _render(audiences=form, listed=listed), 400
 
 
-@blueprint.post("/disconnect")
+def _saved_message(settings: Any) -> str:
+    if not settings.audiences:
+        return "Settings saved. No audience is chosen, so nothing will be sent."
+    if waiting_for_first_sync(settings):
+        return "Settings saved. Nothing was sent yet. Next: Preview, then Sync."
+    return "Settings saved."
+
+
+@blueprint.route("/disconnect", methods=["GET", "POST"])
 def disconnect() -> Any:
+    """Asks first (GET shows what happens); only a ticked confirmation disconnects."""
     extension = get_extension()
-    if not DisconnectForm().validate_on_submit():
-        return _render(), 400
+    settings = extension.settings_store().get()
+    if settings is None or not settings.is_connected:
+        flash_message("Mailchimp is not connected; there is nothing to disconnect.", "info")
+        return redirect(url_for(".settings_page"))
+    form = DisconnectForm()
+    if request.method == "GET" or not form.validate_on_submit():
+        status = 200 if request.method == "GET" else 400
+        return render_template(
+            "mailchimp_sync/disconnect.html", form=form, settings=settings
+        ), status
     left = connection.disconnect(extension)
     extension.db.session.commit()
-    flash_message("Disconnected from Mailchimp; the API key is forgotten.", "success")
+    flash_message(
+        "Disconnected from Mailchimp. The API key is forgotten; members stay in Mailchimp "
+        "as they are, and real-time updates stopped. Your audience choices are kept for "
+        "reconnecting to the same account.",
+        "success",
+    )
     _flash_if(left)
     return redirect(url_for(".settings_page"))
 
@@ -176,6 +252,10 @@ def sync() -> Any:
     try:
         runs = start_syncs(extension, dry_run=bool(form.preview.data), trigger="button")
     except SyncRefused as refused:
+        running = _running_run(extension)
+        if running is not None:
+            flash_message(f"{refused} Here is its progress.", "warning")
+            return redirect(url_for(".run_page", run_id=running.id))
         flash_message(str(refused), "warning")
         return redirect(url_for(".settings_page"))
     if len(runs) > 1:
@@ -189,24 +269,15 @@ def sync() -> Any:
     return redirect(url_for(".run_page", run_id=runs[0].id))
 
 
-@blueprint.post("/realtime")
-def realtime() -> Any:
-    extension = get_extension()
-    form = RealtimeForm()
-    settings = extension.settings_store().get()
-    if settings is None or not form.validate_on_submit():
-        return _render(), 400
-    settings.realtime = bool(form.realtime.data)
-    extension.db.session.commit()
-    if settings.realtime:
-        dispatcher(real_app()).nudge()  # deliver what waited meanwhile
-    flash_message(
-        "Real-time updates are on."
-        if settings.realtime
-        else "Real-time updates are off: changes wait for the next Sync.",
-        "success",
+def _running_run(extension: MailchimpSync) -> Any:
+    SyncRun = extension.models.SyncRun
+    query = (
+        sa.select(SyncRun)
+        .where(SyncRun.state.in_(("queued", "running")), SyncRun.dry_run.is_(False))
+        .order_by(SyncRun.id.desc())
+        .limit(1)
     )
-    return redirect(url_for(".settings_page"))
+    return extension.db.session.execute(query).scalar()
 
 
 @blueprint.post("/webhook-secret")
@@ -232,7 +303,9 @@ def runs_page() -> Any:
     extension = get_extension()
     SyncRun = extension.models.SyncRun
     page = _paginate(extension, sa.select(SyncRun).order_by(SyncRun.id.desc()), per_page=25)
-    return render_template("mailchimp_sync/runs.html", page=page)
+    return render_template(
+        "mailchimp_sync/runs.html", page=page, names=words.audience_names(extension)
+    )
 
 
 @blueprint.get("/runs/<int:run_id>")
@@ -248,8 +321,9 @@ def run_page(run_id: int) -> Any:
     return render_template(
         "mailchimp_sync/run.html",
         run=run,
-        percent=run_summary(run)["percent"],
+        summary=run_summary(run),
         items=page,
+        contacts=words.contacts(extension, page.items),
         outcome=outcome,
     )
 
@@ -279,16 +353,23 @@ def _paginate(extension: MailchimpSync, query: Any, per_page: int) -> Any:
 
 
 def run_summary(run: Any) -> dict[str, Any]:
+    """A run's progress, in numbers for scripts and in words for the page."""
+    names = words.audience_names(get_extension())
+    moving = run.state == "running" and words.base_phase(run.phase) in words.COUNTED_PHASES
     return {
         "id": run.id,
         "state": run.state,
+        "state_text": words.state_text(run),
         "phase": run.phase,
+        "phase_text": words.phase_text(run, names),
+        "retry_text": words.retry_text(run),
         "dry_run": run.dry_run,
         "processed": run.processed,
         "total": run.total,
+        # None while the total is not known yet: the bar then moves without a number.
         "percent": 100
         if run.state == "done"
-        else (100 * run.processed // run.total if run.total else 0),
+        else (100 * run.processed // run.total if moving and run.total else None),
         "counts": {name: getattr(run, name) for name in OUTCOMES},
         "error": run.error,
     }
@@ -314,27 +395,33 @@ def _render(
         audiences = audiences_form(
             extension.roles,
             available,
-            _saved_ids(extension),
+            _saved(extension),
             formdata=None,
             data=_saved_choices(extension, settings, available),
         )
+    runs = _recent_runs(extension)
+    deliveries = recent_deliveries(extension) if connected else []
     return render_template(
         "mailchimp_sync/settings.html",
         settings=settings,
         connected=connected,
         key_problem=key_problem,
+        key_kept=connect is not None and _kept_key() is not None,
         roles=list(enumerate(extension.roles)),
         connect_form=connect or connect_form(extension.roles, formdata=None),
         audiences_form=audiences,
-        disconnect_form=DisconnectForm(formdata=None),
         sync_form=SyncForm(formdata=None),
-        realtime_form=RealtimeForm(formdata=None, realtime=settings.realtime if settings else True),
         outbox=outbox_summary(extension) if connected else None,
-        deliveries=recent_deliveries(extension) if connected else [],
+        deliveries=deliveries,
+        contacts=words.contacts(extension, [i for _d, listed in deliveries for i in listed]),
         first_sync_pending=waiting_for_first_sync(settings),
+        step=words.next_step(settings, connected and not key_problem, runs),
+        steps=words.STEP_TITLES,
+        last_sync=next((r for r in runs if not r.dry_run), None),
+        names=words.audience_names(extension),
         webhook_form=WebhookForm(formdata=None),
         public_url=current_app.config.get("MAILCHIMP_SYNC_PUBLIC_URL"),
-        recent_runs=_recent_runs(extension),
+        recent_runs=runs,
         audiences_problem=problem,
         role_field=role_field,
     )
@@ -354,18 +441,22 @@ def _available_audiences(extension: MailchimpSync) -> tuple[list[AudienceInfo] |
         return None, str(problem)
 
 
-def _saved_ids(extension: MailchimpSync) -> list[str]:
+def _saved(extension: MailchimpSync) -> list[tuple[str, str | None]]:
+    """The saved audiences: (id, the name saved with it)."""
     settings = extension.settings_store().get()
-    return [a.audience_id for a in settings.audiences] if settings is not None else []
+    if settings is None:
+        return []
+    return [(a.audience_id, a.audience_name) for a in settings.audiences]
 
 
 def _saved_choices(
     extension: MailchimpSync, settings: Any, available: list[AudienceInfo] | None
 ) -> dict[str, Any]:
-    """What the audience form shows before staff touch it."""
+    """What the settings form shows before staff touch it."""
     data: dict[str, Any] = {
         "double_opt_in": settings.double_opt_in,
         "profile_updates": settings.profile_updates,
+        "realtime": settings.realtime,
     }
     # One audience in the account: both roles in it is the recommended default.
     only = available[0].id if available and len(available) == 1 else NOT_SYNCED

@@ -10,13 +10,11 @@ from .helpers import connect_shop, csrf_token
 PAGE = "/preferences/integrations/mailchimp/"
 FIELDS = st.sampled_from(
     ["api_key", "role0_audience", "role1_audience", "role0_audience_id", "role1_audience_id",
-     "role0_tag", "role1_tag", "double_opt_in", "profile_updates", "realtime", "sync", "preview",
+     "role0_tag", "role1_tag", "double_opt_in", "profile_updates", "realtime", "confirm", "sync", "preview",
      "role9_tag", "csrf_token"]
 )  # fmt: skip
 TEXT = st.one_of(st.text(max_size=120), st.sampled_from(["", "y", "0" * 32 + "-us6", "a1b2c3d4e5"]))
-ACTIONS = st.sampled_from(
-    ["connect", "audiences", "realtime", "disconnect", "sync", "webhook-secret"]
-)
+ACTIONS = st.sampled_from(["connect", "audiences", "disconnect", "sync", "webhook-secret"])
 RELAXED = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -69,7 +67,7 @@ def test_someone_not_logged_in_changes_nothing(app, client, mailchimp_account):
     with app.app_context():
         connect_shop(mailchimp_account.api_key, {"customer": mailchimp_account.customers.id})
     before = stored(app)
-    for action in ("connect", "audiences", "realtime", "disconnect", "sync", "webhook-secret"):
+    for action in ("connect", "audiences", "disconnect", "sync", "webhook-secret"):
         response = client.post(PAGE + action, data={"api_key": mailchimp_account.api_key})
         assert response.status_code in (302, 400, 403)  # to the login page, or no CSRF token
         token = csrf_token(client.get("/login").get_data(as_text=True))

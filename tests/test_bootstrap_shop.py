@@ -97,7 +97,7 @@ def test_the_page_wears_the_shops_layout_and_menu(shop):
     assert "<title>Mailchimp · Integrations · Fern &amp; Finch</title>" in page
     assert f'<a class="nav-link" href="{PAGE}">Mailchimp</a>' in page  # its own menu variable
     inside = page.split('<div class="container py-4" id="page">')[1]
-    assert "<h1>Mailchimp</h1>" in inside and "API key" in inside
+    assert 'id="mailchimp-sync-title">Mailchimp</h1>' in inside and "API key" in inside
 
 
 def test_a_customer_who_is_not_staff_is_refused(shop):
@@ -115,14 +115,15 @@ def test_connect_and_choose_the_audience_on_the_page(shop, mailchimp_account):
     page = staff.get(PAGE).get_data(as_text=True)
     assert (
         '<div class="alert alert-success">Connected to the Mailchimp account Marigold '
-        "Consignment.</div>" in page
+        "Consignment. Next: choose the audiences below.</div>" in page
     )
     saved = post(
         staff, "audiences", role0_audience=mailchimp_account.customers.id, role0_tag="Shop"
     )
     assert saved.status_code == 302
-    assert '<div class="alert alert-success">Audiences saved.</div>' in staff.get(PAGE).get_data(
-        as_text=True
+    assert (
+        '<div class="alert alert-success">Settings saved. Nothing was sent yet. Next: Preview, '
+        "then Sync.</div>" in staff.get(PAGE).get_data(as_text=True)
     )
 
 
@@ -216,3 +217,40 @@ def test_the_extensions_tables_ignore_the_shops_model_class(shop):
         columns = {c["name"] for c in sa.inspect(db.engine).get_columns("mailchimp_sync_locks")}
         assert columns == {"name", "holder", "expires_at"}
         assert "created_at" in {c["name"] for c in sa.inspect(db.engine).get_columns("users")}
+
+
+def test_the_staff_pages_in_the_shops_layout_first_run_to_disconnect(
+    shop, mailchimp_account, emulator
+):
+    """The staff pages' words and steps on this host: consent on a backref table, a
+    Bootstrap layout with its own flash markup."""
+    with shop.app_context():
+        ann = customer("ann@mail.shop", True).id
+    wait_for_jobs(shop)
+    connect(shop, mailchimp_account)
+    staff = log_in(shop)
+    page = staff.get(PAGE).get_data(as_text=True)
+    assert "Next step (3 of 4): Preview." in page and "Real-time updates start after" in page
+    post(staff, "sync", sync="Sync")
+    wait_for_jobs(shop)
+    assert "All set." in staff.get(PAGE).get_data(as_text=True)
+    with shop.app_context():
+        user = db.session.get(User, ann)
+        assert mailchimp.member_status(user).label == "Subscribed"
+        stop_jobs(shop)  # the delivery has not landed yet
+        user.marketing.accepts_marketing = False
+        db.session.commit()
+        assert mailchimp.member_status(user).label == "Archiving in Mailchimp…"
+    asked = staff.get(PAGE + "disconnect").get_data(as_text=True)
+    assert "Members stay in Mailchimp" in asked and "Your audience choices are kept" in asked
+    token = csrf_token(asked)
+    refused = staff.post(PAGE + "disconnect", data={"csrf_token": token})
+    assert refused.status_code == 400 and "Tick the box to confirm" in refused.get_data(True)
+    done = staff.post(PAGE + "disconnect", data={"csrf_token": token, "confirm": "y"})
+    assert done.status_code == 302
+    assert '<div class="alert alert-success">Disconnected from Mailchimp.' in staff.get(
+        PAGE
+    ).get_data(as_text=True)
+    with shop.app_context():
+        label = mailchimp.member_status(db.session.get(User, ann)).label
+        assert "Subscribed" not in label and label.startswith("Not connected")

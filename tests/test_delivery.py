@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from flask_mailchimp_sync.client import USER_AGENT
@@ -87,6 +89,7 @@ def test_nothing_is_sent_before_the_first_sync_then_real_time_runs_by_itself(
             "role0_tag": "Consignor",
             "role1_audience": audience,
             "role1_tag": "Customer",
+            "realtime": "y",  # the one settings form: an unticked box turns it off
         },
     )
     assert response.status_code == 302, response.get_data(as_text=True)
@@ -136,7 +139,9 @@ def test_deliveries_are_not_runs_and_the_panel_shows_them(
     page = staff_client.get(PAGE).get_data(as_text=True)
     panel = page[page.index("mailchimp-sync-deliveries") :]
     assert 'data-count="archived">1<' in panel
-    assert "failed: shop@example.com" in panel and "looks fake" in panel
+    # Named and linked to the customer's page, where staff can fix the address.
+    assert re.search(r'failed: <a href="/customers/\d+">shop@example.com</a> — ', panel)
+    assert "looks fake" in panel
 
 
 def test_an_email_change_is_one_move_and_nothing_else(synced_shop, emulator):

@@ -81,9 +81,7 @@ def remember_a_member_without_contact(app) -> None:
     wait_for_jobs(app)
 
 
-ACTIONS = st.sampled_from(
-    ["connect", "audiences", "realtime", "disconnect", "sync", "webhook-secret"]
-)
+ACTIONS = st.sampled_from(["connect", "audiences", "disconnect", "sync", "webhook-secret"])
 PAGES = st.sampled_from(["", "runs", "runs/1", "runs/1.json", "runs/99999999999999999999"])
 FIELDS = st.sampled_from(
     ["api_key", "role0_audience", "role1_audience", "role0_audience_id", "role1_audience_id",

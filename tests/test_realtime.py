@@ -203,8 +203,11 @@ def test_the_page_shows_the_outbox_and_real_time_can_be_turned_off(
 ):
     audience, ben = live
     page = staff_client.get(PAGE).get_data(as_text=True)
-    assert 'data-outbox="pending">0<' in page and '<input checked id="realtime"' in page
-    response = staff_client.post(PAGE + "realtime", data={"csrf_token": csrf_token(page)})
+    assert 'data-outbox="pending">0<' in page and 'checked id="realtime"' in page
+    # The one settings form: everything else as it was, the real-time box unticked.
+    form = {"csrf_token": csrf_token(page), "role0_audience": audience, "role1_audience": audience,
+            "role0_tag": "Consignor", "role1_tag": "Customer"}  # fmt: skip
+    response = staff_client.post(PAGE + "audiences", data=form)
     assert response.status_code == 302
     with app.app_context():
         from example_app.models import Customer, db
@@ -234,7 +237,7 @@ def test_repeated_failures_are_shown_on_the_page(app, staff_client, emulator, li
     page = staff_client.get(PAGE).get_data(as_text=True)
     assert (
         'data-outbox="failed">1<' in page
-        and "could not be delivered after repeated attempts" in page
+        and "could not be sent to Mailchimp after several tries" in page
     )
     emulator.faults.clear()
 

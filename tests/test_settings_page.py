@@ -58,7 +58,7 @@ def stored_settings(app):
 def test_the_page_is_in_the_hosts_layout_and_offers_connect(staff_client):
     page = staff_client.get(PAGE).get_data(as_text=True)
     assert "Marigold Consignment" in page  # the shop's own base template
-    assert "Not connected." in page
+    assert "Not connected" in page and "Next step (1 of 4): Connect." in page
     for label in ("API key", "Consignor audience ID", "Customer audience ID", 'value="Connect"'):
         assert label in page
 
@@ -68,7 +68,8 @@ def test_good_key_connects_and_offers_the_audiences(app, staff_client, mailchimp
     response = connect(staff_client, mailchimp_account.api_key)
     assert response.status_code == 302
     page = staff_client.get(PAGE).get_data(as_text=True)
-    assert "Marigold Consignment" in page and "••••-us6" in page and "Connected since" in page
+    assert "Marigold Consignment" in page and "••••-us6" in page and "(connected since " in page
+    assert "Next step (2 of 4): Choose audiences." in page
     assert (
         f'<option value="{mailchimp_account.customers.id}">Customers (1 members)</option>' in page
     )
@@ -217,17 +218,56 @@ def test_page_still_works_when_mailchimp_cannot_list_audiences(
     connect(staff_client, mailchimp_account.api_key)
     emulator.faults.fail_next(1, "503-bare")
     page = staff_client.get(PAGE).get_data(as_text=True)
-    assert "Could not list your audiences: Mailchimp answered with an error (HTTP 503)." in page
-    assert 'id="role1_audience" name="role1_audience" type="text"' in page
+    assert (
+        "Mailchimp could not list your audiences just now: Mailchimp answered with an error "
+        "(HTTP 503)." in page
+    )
+    assert '<select id="role1_audience" name="role1_audience">' in page
 
 
-def test_disconnect_forgets_the_key(app, staff_client, mailchimp_account):
+def test_disconnect_asks_first_then_forgets_the_key_and_keeps_the_choices(
+    app, staff_client, mailchimp_account
+):
     connect(staff_client, mailchimp_account.api_key, customer=mailchimp_account.customers.id)
-    token = csrf_token(staff_client.get(PAGE).get_data(as_text=True))
-    assert staff_client.post(PAGE + "disconnect", data={"csrf_token": token}).status_code == 302
+    page = staff_client.get(PAGE).get_data(as_text=True)
+    assert (
+        'class="mailchimp-sync-danger" href="/preferences/integrations/mailchimp/disconnect"'
+        in page
+    )
+    asked = staff_client.get(PAGE + "disconnect").get_data(as_text=True)
+    for said in ("Members stay in Mailchimp", "Real-time updates stop.",
+                 "Your audience choices are kept", 'class="mailchimp-sync-danger"'):  # fmt: skip
+        assert said in asked
+    token = csrf_token(asked)
+    refused = staff_client.post(PAGE + "disconnect", data={"csrf_token": token})
+    assert refused.status_code == 400
+    assert "Tick the box to confirm" in refused.get_data(as_text=True)
+    assert stored_settings(app)["connected"] is True  # nothing happened without the tick
+    response = staff_client.post(PAGE + "disconnect", data={"csrf_token": token, "confirm": "y"})
+    assert response.status_code == 302
     saved = stored_settings(app)
-    assert saved["connected"] is False and saved["ciphertext"] is None and saved["audiences"] == {}
-    assert "Not connected." in staff_client.get(PAGE).get_data(as_text=True)
+    assert saved["connected"] is False and saved["ciphertext"] is None
+    customers = mailchimp_account.customers
+    assert saved["audiences"] == {"customer": (customers.id, "Customer")}  # kept
+    page = staff_client.get(PAGE).get_data(as_text=True)
+    assert "Not connected" in page and "members stay in Mailchimp" in page
+    assert f"Customers → {customers.name} (kept for reconnecting" in page
+    assert ">All runs</a>" in page  # history stays reachable
+    # The same account again: the choices come back as they were.
+    assert connect(staff_client, mailchimp_account.api_key).status_code == 302
+    assert stored_settings(app)["audiences"] == {"customer": (customers.id, "Customer")}
+
+
+def test_connecting_another_account_clears_the_choices(
+    app, staff_client, mailchimp_account, emulator
+):
+    connect(staff_client, mailchimp_account.api_key, customer=mailchimp_account.customers.id)
+    token = csrf_token(staff_client.get(PAGE + "disconnect").get_data(as_text=True))
+    staff_client.post(PAGE + "disconnect", data={"csrf_token": token, "confirm": "y"})
+    other, _audiences = emulator.add_account_with_audiences("Other Shop", "Everyone")
+    assert connect(staff_client, other.api_key).status_code == 302
+    saved = stored_settings(app)
+    assert saved["account"] == "Other Shop" and saved["audiences"] == {}
 
 
 @pytest.mark.parametrize("action", ["connect", "disconnect", "audiences"])
@@ -301,7 +341,7 @@ def test_logged_out_staff_are_sent_to_the_hosts_login(client):
 def test_a_bare_host_gets_the_plugins_own_layout(tmp_path, emulator):
     client = host_without_authorization(tmp_path, emulator, check=lambda: True).test_client()
     page = client.get(PAGE).get_data(as_text=True)
-    assert page.startswith("<!doctype html>") and "<h1>Mailchimp</h1>" in page
+    assert page.startswith("<!doctype html>") and 'id="mailchimp-sync-title">Mailchimp</h1>' in page
 
 
 # -- the same checks at the HTTP level, with `responses` ------------------------------

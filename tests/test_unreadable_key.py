@@ -70,7 +70,7 @@ def test_the_page_explains_and_offers_connect_and_disconnect(staff_client, unrea
     page = staff_client.get(PAGE).get_data(as_text=True)
     assert UNREADABLE in page and "connect the Mailchimp account again" in page
     assert 'name="api_key"' in page  # the Connect form
-    assert 'name="disconnect"' in page
+    assert 'href="/preferences/integrations/mailchimp/disconnect"' in page
     assert 'name="sync"' not in page  # nothing that needs the key
 
 
@@ -83,7 +83,7 @@ def test_connecting_again_replaces_the_unreadable_key(app, staff_client, unreada
 
 
 def test_disconnect_works_on_the_page(app, staff_client, unreadable):
-    response = post(staff_client, "disconnect")
+    response = post(staff_client, "disconnect", confirm="y")
     assert response.status_code == 200
     assert "Disconnected from Mailchimp" in response.get_data(as_text=True)
     assert connected(app) is False
@@ -97,7 +97,7 @@ def test_disconnect_works_from_the_cli(app, runner, unreadable):
 
 def test_disconnect_says_the_webhook_is_left_in_mailchimp(app, staff_client, emulator, hooked):
     lose_the_key(app)
-    response = post(staff_client, "disconnect")
+    response = post(staff_client, "disconnect", confirm="y")
     assert "delete it in Mailchimp" in response.get_data(as_text=True)
     assert connected(app) is False
 

@@ -238,13 +238,13 @@ def test_rotating_the_secret_re_registers_and_retires_the_old_url(
     new_url = hook["url"].removeprefix(PUBLIC)
     assert client.post(new_url, data=body(UNSUBSCRIBE, audience)).status_code == 200
     page = staff_client.get(PAGE).get_data(as_text=True)
-    assert "Last event received: <strong>unsubscribe at " in page
+    assert "Last message from Mailchimp: <strong>unsubscribe at " in page
 
 
 def test_disconnect_removes_the_webhook(app, staff_client, emulator, hooked):
     audience, _url = hooked
     page = staff_client.get(PAGE).get_data(as_text=True)
-    staff_client.post(PAGE + "disconnect", data={"csrf_token": csrf_token(page)})
+    staff_client.post(PAGE + "disconnect", data={"csrf_token": csrf_token(page), "confirm": "y"})
     assert emulator.state.audiences[audience].webhooks == {}
 
 
@@ -252,7 +252,7 @@ def test_without_a_public_url_the_page_says_reconcile_does_it(app, staff_client,
     with app.app_context():
         connect_shop(mailchimp_account.api_key, {"customer": mailchimp_account.customers.id})
     page = staff_client.get(PAGE).get_data(as_text=True)
-    assert "Every sync reads who unsubscribed or bounced since the last one" in page
+    assert "Every Sync reads who unsubscribed or bounced in Mailchimp since the last one" in page
 
 
 def test_reconcile_brings_unsubscribes_made_in_mailchimp_to_the_shop(

@@ -11,6 +11,7 @@ run simply does what is left.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from flask import current_app
 
-from .. import signals
+from .. import signals, words
 from .._state import real_app
 from ..client import MailchimpApi
 from ..exceptions import MailchimpSyncError, SyncRefused
@@ -82,6 +83,7 @@ class SyncRunner:
         )
         self.outbox = Outbox(self.session, self.models)
         self._beat = 0.0
+        self._thread = threading.get_ident()
 
     # -- the run ------------------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class SyncRunner:
         if not self._take_locks([] if self.run.dry_run else locks.audience_locks(audience_ids)):
             return self._fail("A sync of this audience is already running.")
         self._start()
-        api = MailchimpApi(api_key, self.config)
+        api = MailchimpApi(api_key, self.config, on_retry=self._retrying)
         new_status = "pending" if settings.double_opt_in else "subscribed"
         self.sender = Sender(api, self.config, new_status)
         if not self.run.dry_run:
@@ -125,7 +127,7 @@ class SyncRunner:
         self._stage(targets)
         for audience_id in audience_ids:
             role_audiences = [a for a in settings.audiences if a.audience_id == audience_id]
-            self._phase(f"reading Mailchimp ({role_audiences[0].audience_name or audience_id})")
+            self._phase(f"reading {audience_id}")  # the page names the audience
             self._read_mailchimp(api, audience_id, role_audiences)
         self.addresses = {a: self.selection.address_count(a) for a in audience_ids}
         self.run.total = sum(self.addresses.values()) + sum(
@@ -157,6 +159,13 @@ class SyncRunner:
     def _phase(self, phase: str) -> None:
         self.run.phase = phase
         self._commit()
+
+    def _retrying(self, delay: float) -> None:
+        """Show a retry's wait on the page (from the run's own thread only: the
+        session is not shared with the sender's workers)."""
+        if threading.get_ident() == self._thread:
+            self.run.phase = words.retry_phase(self.run.phase, delay)
+            self._commit()
 
     def _commit(self) -> None:
         """Commit the page, then tell the host (signals go out after the commit)."""
@@ -241,7 +250,10 @@ class SyncRunner:
         started = utcnow()
         remote = pull.read_members(api, audience_id, since, None if since is None else pull.LEFT)
         learned: set[str] = set()
+        read = 0
         for page in _pages(remote, 500):
+            read += len(page)
+            self._phase(f"reading {audience_id} {read}")
             learned |= pull.learn(
                 self.extension, audience_id, page,
                 lambda hashes: self._groups(audience_id, hashes),
