@@ -26,7 +26,9 @@ def host(tmp_path):
         first = sa.Column(sa.String(100))
         last = sa.Column(sa.String(100))
         email = sa.Column(sa.String(255))
-        prefs = db.relationship("Prefs", uselist=False)
+        # By class, not name: a later test configuring every mapper must not need to find
+        # this Prefs by name once it has gone.
+        prefs = db.relationship(lambda: Prefs, uselist=False)
 
     class Prefs(db.Model):
         customer_id = sa.Column(sa.ForeignKey("customer.id"), primary_key=True)
