@@ -149,6 +149,18 @@ class MailchimpApi:
         )  # fmt: skip
         return {field["tag"] for field in page.get("merge_fields", [])}
 
+    def merge_fields(self, audience_id: str) -> list[dict[str, Any]]:
+        """The audience's merge fields: tag, name and type of each."""
+        page = self._call(
+            self._client.lists.merge_fields.all, audience_id, get_all=False, count=1000,
+            fields="merge_fields.tag,merge_fields.name,merge_fields.type",
+        )  # fmt: skip
+        return list(page.get("merge_fields", []))
+
+    def add_merge_field(self, audience_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a merge field (``POST /lists/{id}/merge-fields``)."""
+        return dict(self._call(self._client.lists.merge_fields.create, audience_id, body))
+
     # -- members -----------------------------------------------------------------------
 
     def iter_members(
@@ -396,6 +408,14 @@ def translate_error(error: MailChimpError) -> MailchimpApiError:
     status = int(info.get("status") or getattr(response, "status_code", 0) or 0)
     title = str(info.get("title") or "")
     detail = str(info.get("detail") or "")
+    # Which field Mailchimp refused, and why ("CREDIT: Please enter a number"), in its words.
+    fields = [
+        f"{e.get('field')}: {e.get('message')}" if e.get("field") else str(e.get("message"))
+        for e in info.get("errors") or []
+        if isinstance(e, dict) and e.get("message")
+    ]
+    if fields and detail:
+        detail = f"{detail} {'; '.join(fields)}"
     if status == 401:
         return MailchimpKeyRejectedError(detail)
     if status == 429 or status >= 500 or not detail:

@@ -204,6 +204,8 @@ def _define(db: SQLAlchemy) -> Models:
         marketing = sa.Column(sa.Boolean, nullable=False)
         #: JSON of the merge fields (FNAME, LNAME and the source's extras).
         merge_fields = sa.Column(sa.Text, nullable=False)
+        #: The contact's computed tags, comma-separated (the role's tag is ``tag``).
+        tags = sa.Column(sa.Text, nullable=False, default="")
         #: Of this contact's data (address, consent, tag, merge fields).
         fingerprint = sa.Column(sa.String(64), nullable=False)
 
@@ -279,6 +281,9 @@ def _define(db: SQLAlchemy) -> Models:
         total = sa.Column(sa.Integer, nullable=False, default=0)
         processed = sa.Column(sa.Integer, nullable=False, default=0)
         error = sa.Column(sa.Text)
+        #: What staff should know of a run that went through: an audience lacking a
+        #: declared merge field, say. One sentence a line.
+        notes = sa.Column(sa.Text)
 
     class MailchimpDelivery(OutcomeCounts, Base):
         """One real-time delivery: the changed contacts sent, and what came of them.
