@@ -4,7 +4,7 @@ and last names and keeps the flag on a related preferences row."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from flask_sqlalchemy import SQLAlchemy
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -35,7 +35,16 @@ class Consignor(db.Model):  # type: ignore[name-defined]
     email = db.Column(db.String(255))
     phone = db.Column(db.String(40))
     marketing_opt_in = db.Column(db.Boolean, nullable=False, default=False)
+    #: Store credit the shop owes the consignor (sales not yet paid out), in cents.
+    credit_cents = db.Column(db.Integer, nullable=False, default=0)
+    last_payout_on = db.Column(db.Date)
     items = db.relationship("Item", back_populates="consignor")
+
+    def expiring_count(self, today: date | None = None, days: int = 14) -> int:
+        """Items whose consignment period ends within *days* (they go back or are donated)."""
+        start = today or date.today()
+        end = start + timedelta(days=days)
+        return sum(1 for item in self.items if item.expires_on and start <= item.expires_on <= end)
 
 
 class Customer(db.Model):  # type: ignore[name-defined]
@@ -73,4 +82,6 @@ class Item(db.Model):  # type: ignore[name-defined]
     title = db.Column(db.String(200), nullable=False)
     price_cents = db.Column(db.Integer, nullable=False)
     consignor_id = db.Column(db.Integer, db.ForeignKey("consignors.id"), nullable=False)
+    #: When the consignment period ends.
+    expires_on = db.Column(db.Date)
     consignor = db.relationship("Consignor", back_populates="items")

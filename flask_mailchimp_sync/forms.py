@@ -77,6 +77,12 @@ class SyncForm(FlaskForm):
     preview = SubmitField("Preview")
 
 
+class FieldsForm(FlaskForm):
+    """The Fields section's button: create the declared fields an audience lacks."""
+
+    create_fields = SubmitField("Create missing fields")
+
+
 def role_field(role_index: int, kind: str) -> str:
     """Field names use the role's position: role names may hold any characters."""
     return f"role{role_index}_{kind}"

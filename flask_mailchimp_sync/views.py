@@ -22,7 +22,7 @@ from flask import (
 )
 from flask_wtf import FlaskForm
 
-from . import connection
+from . import connection, fields
 from ._state import get_extension, real_app
 from .client import AudienceInfo
 from .connection import AudienceChoice, default_tag
@@ -31,6 +31,7 @@ from .exceptions import ConnectionProblem, MailchimpSyncError, StoredKeyUnreadab
 from .forms import (
     NOT_SYNCED,
     DisconnectForm,
+    FieldsForm,
     RealtimeForm,
     SyncForm,
     WebhookForm,
@@ -171,6 +172,22 @@ def sync() -> Any:
     return redirect(url_for(".run_page", run_id=run.id))
 
 
+@blueprint.post("/fields")
+def create_fields() -> Any:
+    """Create the declared merge fields the chosen audiences lack."""
+    extension = get_extension()
+    if not FieldsForm().validate_on_submit():
+        return _render(), 400
+    try:
+        created = fields.create_missing(extension)
+    except MailchimpSyncError as problem:
+        flash_message(f"The fields could not be created: {problem}", "error")
+    else:
+        names = ", ".join(f"{tag} in {audience.name}" for audience, tag in created)
+        flash_message(f"Created {names}." if created else "No field was missing.", "success")
+    return redirect(url_for(".settings_page"))
+
+
 @blueprint.post("/realtime")
 def realtime() -> Any:
     extension = get_extension()
@@ -273,6 +290,7 @@ def run_summary(run: Any) -> dict[str, Any]:
         else (100 * run.processed // run.total if run.total else 0),
         "counts": {name: getattr(run, name) for name in OUTCOMES},
         "error": run.error,
+        "notes": run.notes,
     }
 
 
@@ -317,9 +335,18 @@ def _render(
         webhook_form=WebhookForm(formdata=None),
         public_url=current_app.config.get("MAILCHIMP_SYNC_PUBLIC_URL"),
         recent_runs=_recent_runs(extension),
+        fields_report=_fields_report(extension) if connected and not key_problem else None,
+        fields_form=FieldsForm(formdata=None),
         audiences_problem=problem,
         role_field=role_field,
     )
+
+
+def _fields_report(extension: MailchimpSync) -> list[fields.AudienceFields] | None:
+    try:
+        return fields.report(extension)
+    except MailchimpSyncError:
+        return None  # the page says Mailchimp could not be reached elsewhere
 
 
 def _recent_runs(extension: MailchimpSync) -> list[Any]:
