@@ -91,6 +91,8 @@ def _define(db: SQLAlchemy) -> Models:
         webhook_secret = sa.Column(sa.String(64))
         #: Apply Mailchimp "profile" events (name changes) to the shop's contacts.
         profile_updates = sa.Column(sa.Boolean, nullable=False, default=False)
+        #: The hour (UTC) of the daily Sync, or ``None`` when there is none.
+        daily_sync_hour = sa.Column(sa.Integer)
         webhook_last_event = sa.Column(sa.String(255))
         webhook_last_event_at = sa.Column(Timestamp)
         audiences = orm.relationship(

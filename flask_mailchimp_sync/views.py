@@ -30,6 +30,7 @@ from .engine.members import LISTED, OUTCOMES
 from .exceptions import ConnectionProblem, MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
 from .forms import (
     NOT_SYNCED,
+    DailySyncForm,
     DisconnectForm,
     FieldsForm,
     RealtimeForm,
@@ -39,7 +40,7 @@ from .forms import (
     connect_form,
     role_field,
 )
-from .jobs import dispatcher, start_sync
+from .jobs import cron_line, dispatcher, redis_url, schedule_daily_sync, start_sync
 from .layout import flash_message, template_context
 from .realtime import outbox_summary, recent_deliveries, waiting_for_first_sync
 
@@ -170,6 +171,36 @@ def sync() -> Any:
         flash_message(str(refused), "warning")
         return redirect(url_for(".settings_page"))
     return redirect(url_for(".run_page", run_id=run.id))
+
+
+@blueprint.post("/daily")
+def daily_sync() -> Any:
+    """Turn the daily Sync on (at an hour, UTC) or off."""
+    extension = get_extension()
+    form = DailySyncForm()
+    settings = extension.settings_store().get()
+    if settings is None or not form.validate_on_submit():
+        return _render(), 400
+    hour = int(form.daily_hour.data) if form.daily_hour.data else None
+    settings.daily_sync_hour = hour
+    extension.db.session.commit()
+    try:
+        scheduled = schedule_daily_sync(real_app(), hour)
+    except Exception:  # Redis down: saved, and scheduled when saved again
+        current_app.logger.exception("Could not schedule the daily Mailchimp sync")
+        flash_message("Saved, but Redis is unreachable: save again once it is back.", "warning")
+        return redirect(url_for(".settings_page"))
+    if hour is None:
+        flash_message("The daily Sync is off.", "success")
+    elif scheduled:
+        flash_message(f"A Sync runs every day at {hour:02d}:00 UTC.", "success")
+    else:
+        flash_message(
+            "Saved. This shop runs jobs inside the web process, which keeps no timers: "
+            f"add this line to the server's crontab (UTC): {cron_line(hour)}",
+            "warning",
+        )
+    return redirect(url_for(".settings_page"))
 
 
 @blueprint.post("/fields")
@@ -337,6 +368,15 @@ def _render(
         recent_runs=_recent_runs(extension),
         fields_report=_fields_report(extension) if connected and not key_problem else None,
         fields_form=FieldsForm(formdata=None),
+        daily_form=DailySyncForm(
+            formdata=None,
+            daily_hour=""
+            if settings is None or settings.daily_sync_hour is None
+            else str(settings.daily_sync_hour),
+        ),
+        daily_cron=None
+        if settings is None or settings.daily_sync_hour is None or redis_url(current_app.config)
+        else cron_line(settings.daily_sync_hour),
         audiences_problem=problem,
         role_field=role_field,
     )
