@@ -30,12 +30,12 @@ mailchimp.add_source(
         "PHONE": MergeField("Phone Number", "phone", "phone"),
         # What a consignment shop mails about: credit, items about to expire, payouts.
         "CREDIT": MergeField("Store credit", "number", lambda c: c.credit_cents / 100),
-        "EXPIRING": MergeField("Items expiring soon", "number", Consignor.expiring_count),
+        "EXPIRING": MergeField("Items expiring soon", "number", "expiring_items"),
         "LASTPAID": MergeField("Last payout", "date", "last_payout_on"),
     },
     tags=lambda c: (
         ({"Has credit"} if c.credit_cents > 0 else set())
-        | ({"Items expiring"} if c.expiring_count() else set())
+        | ({"Items expiring"} if c.expiring_items else set())
     ),
 )
 # A customer keeps the opt-in on a related preferences row.

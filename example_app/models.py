@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import sqlalchemy as sa
+from sqlalchemy import orm
+
 from flask_sqlalchemy import SQLAlchemy
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -39,12 +42,6 @@ class Consignor(db.Model):  # type: ignore[name-defined]
     credit_cents = db.Column(db.Integer, nullable=False, default=0)
     last_payout_on = db.Column(db.Date)
     items = db.relationship("Item", back_populates="consignor")
-
-    def expiring_count(self, today: date | None = None, days: int = 14) -> int:
-        """Items whose consignment period ends within *days* (they go back or are donated)."""
-        start = today or date.today()
-        end = start + timedelta(days=days)
-        return sum(1 for item in self.items if item.expires_on and start <= item.expires_on <= end)
 
 
 class Customer(db.Model):  # type: ignore[name-defined]
@@ -85,3 +82,25 @@ class Item(db.Model):  # type: ignore[name-defined]
     #: When the consignment period ends.
     expires_on = db.Column(db.Date)
     consignor = db.relationship("Consignor", back_populates="items")
+
+
+#: Days before the end of its consignment period that an item counts as expiring soon.
+EXPIRING_DAYS = 14
+
+# Loaded with each consignor by the database, in the same query (no query per
+# consignor, however many a Sync reads); "today" is taken when the query runs.
+Consignor.expiring_items = orm.column_property(
+    sa.select(sa.func.count(Item.id))
+    .where(
+        Item.consignor_id == Consignor.id,
+        Item.expires_on >= sa.bindparam("expiring_from", callable_=date.today, type_=sa.Date),
+        Item.expires_on
+        <= sa.bindparam(
+            "expiring_until",
+            callable_=lambda: date.today() + timedelta(days=EXPIRING_DAYS),
+            type_=sa.Date,
+        ),
+    )
+    .correlate_except(Item)
+    .scalar_subquery()
+)
