@@ -7,9 +7,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy import orm
-
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import orm
 from werkzeug.security import check_password_hash, generate_password_hash
 
 db = SQLAlchemy()
