@@ -202,3 +202,17 @@ def test_text_is_cut_to_mailchimps_limit_with_the_reason_recorded(tmp_path, emul
         assert item.reason == "NOTE was cut to Mailchimp's limit of 255 characters."
         db.drop_all()
     assert emulator.state.member(audience.id, "long@mailbox.shop").merge_fields["NOTE"] == "x" * 255
+
+
+def test_the_cli_sync_summary_names_the_missing_fields(app, runner, shop):
+    with app.app_context():
+        from example_app.models import db
+
+        consignor_with_trade(db)
+    result = runner.invoke(args=["mailchimp", "sync"])
+    assert result.exit_code == 0, result.output
+    assert "1 added" in result.output
+    assert (
+        "Note: The audience consignor has no merge field CREDIT, EXPIRING, LASTPAID"
+        in result.output
+    )
