@@ -62,7 +62,7 @@ def contact_problem(contact: Contact) -> str | None:
     for name in sorted(contact.tags):
         problem = tag_problem(name)
         if problem is not None:
-            return problem.capitalize()
+            return problem[:1].upper() + problem[1:]
     return None
 
 
