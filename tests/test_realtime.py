@@ -374,3 +374,30 @@ def test_upserted_and_delivery_failed_signals(app, emulator, live):
     ]
     assert len(failed) == 1 and failed[0][0] is app and failed[0][1]["pending"] == 1
     assert "Mailchimp answered with an error (HTTP 500)" in failed[0][1]["error"]
+
+
+def test_a_merge_field_removed_in_mailchimp_is_dropped_and_the_change_still_arrives(
+    app, emulator, live
+):
+    """Staff deleted LNAME in Mailchimp after the Sync that cached the audience's tags: the
+    delivery Mailchimp refuses reads the tags again and sends the member without it."""
+    audience, ben = live
+    del emulator.state.audiences[audience].merge_fields["LNAME"]
+    with app.app_context():
+        from example_app import mailchimp
+        from example_app.models import Customer, db
+
+        customer = db.session.get(Customer, ben)
+        customer.first_name, customer.last_name = "Benjamin", "Bakerson"
+        db.session.commit()
+    wait_for_jobs(app)
+    member = emulator.state.member(audience, "ben@mailbox.shop")
+    assert member.merge_fields["FNAME"] == "Benjamin"
+    assert member.merge_fields["LNAME"] == "Baker"  # as the field was when it existed
+    with app.app_context():
+        cached = [row.merge_tags for row in db.session.query(mailchimp.models.RoleAudience)]
+        assert cached and all("FNAME" in tags.split(",") for tags in cached)
+        assert not any("LNAME" in tags.split(",") for tags in cached)
+        Delivery = mailchimp.models.Delivery
+        assert db.session.query(Delivery).filter(Delivery.failed > 0).count() == 0
+    assert outbox_rows(app) and all(delivered for *_, delivered in outbox_rows(app))
