@@ -87,7 +87,7 @@ def create_missing(extension: MailchimpSync) -> list[tuple[AudienceFields, str]]
     """Create every missing declared field, with its type and name, in each chosen
     audience; returns (audience, tag) for each created. A field present with another
     type is left alone: changing it is staff's decision in Mailchimp."""
-    _settings, api = _connected(extension)
+    settings, api = _connected(extension)
     created = []
     for audience in report(extension):
         if audience.problem is not None:
@@ -95,7 +95,17 @@ def create_missing(extension: MailchimpSync) -> list[tuple[AudienceFields, str]]
         for missing in audience.missing:
             api.add_merge_field(audience.audience_id, missing.declared.create_body(missing.tag))
             created.append((audience, missing.tag))
+            _remember(settings, audience.audience_id, missing.tag)
+            extension.db.session.commit()
     return created
+
+
+def _remember(settings: Any, audience_id: str, tag: str) -> None:
+    """Add *tag* to the merge tags real-time deliveries use (cached by the last Sync),
+    so they send the new field without waiting for the next Sync."""
+    for chosen in settings.audiences:
+        if chosen.audience_id == audience_id and chosen.merge_tags is not None:
+            chosen.merge_tags = ",".join(sorted({*chosen.merge_tags.split(","), tag} - {""}))
 
 
 def _connected(extension: MailchimpSync) -> tuple[Any, MailchimpApi]:

@@ -153,3 +153,32 @@ def test_typed_fields_and_tags_on_every_host_shape(shape, tmp_path, emulator):
             assert emulator.state.member(audience.id, "pat@shop.local.shop").archived
     finally:
         hosts.drop_host(host)
+
+
+def test_fields_created_after_the_first_sync_flow_in_real_time(app, runner, emulator, shop_live):
+    audience, ada_id = shop_live
+    assert "CREDIT" not in emulator.state.member(audience, "ada@mailbox.shop").merge_fields
+    assert runner.invoke(args=["mailchimp", "fields", "--create"]).exit_code == 0
+    with app.app_context():
+        from example_app.models import Consignor, db
+
+        db.session.get(Consignor, ada_id).credit_cents = 1250
+        db.session.commit()
+        wait_for_jobs(app)
+    member = emulator.state.member(audience, "ada@mailbox.shop")
+    assert member.merge_fields["CREDIT"] == 12.5
+    assert "Has credit" in member.tags
+
+
+@pytest.fixture
+def shop_live(app, mailchimp_account):
+    """Synced once before the audience had the declared fields; real time on."""
+    audience = mailchimp_account.consignors.id
+    with app.app_context():
+        from example_app.models import db
+
+        connect_shop(mailchimp_account.api_key, {"consignor": audience}, realtime=True)
+        ada = add_consignor(db, "Ada Abbott", "ada@mailbox.shop")
+        assert "CREDIT" in sync().notes
+        wait_for_jobs(app)
+        return audience, ada.id
