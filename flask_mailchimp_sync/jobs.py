@@ -382,6 +382,7 @@ def schedule_daily_sync(app: Flask, hour: int | None) -> bool:
 
     if redis_url(app.config) is None or not hasattr(Queue, "enqueue_at"):
         return False
+    from rq.exceptions import NoSuchJobError
     from rq.registry import ScheduledJobRegistry
 
     jobs = queue(app)
@@ -389,7 +390,10 @@ def schedule_daily_sync(app: Flask, hour: int | None) -> bool:
     prefix = _daily_prefix(app)
     for job_id in registry.get_job_ids():
         if job_id.startswith(prefix):
-            registry.remove(job_id, delete_job=True)
+            try:
+                registry.remove(job_id, delete_job=True)
+            except NoSuchJobError:  # its data expired: the registry entry is gone now
+                registry.remove(job_id)
     if hour is not None:
         when = next_daily(hour)
         jobs.enqueue_at(
