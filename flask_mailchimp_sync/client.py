@@ -347,6 +347,18 @@ class MailchimpApi:
             attempt += 1
 
 
+#: Staff wait on these calls: a slow Mailchimp must not hold the page for long.
+STAFF_TIMEOUT = 10.0
+
+
+def staff_api(api_key: str, config: Mapping[str, Any]) -> MailchimpApi:
+    """For calls staff wait on: one attempt, a short timeout; a failure is reported at
+    once, and staff try again."""
+    config = dict(config)
+    config["MAILCHIMP_SYNC_TIMEOUT"] = min(float(config["MAILCHIMP_SYNC_TIMEOUT"]), STAFF_TIMEOUT)
+    return MailchimpApi(api_key, config, retries=0)
+
+
 def _batch_results(archive: bytes, count: int) -> list[tuple[int, dict[str, Any]]]:
     """Mailchimp's results archive: a gzipped tar of JSON lists of operation results."""
     found: dict[int, tuple[int, dict[str, Any]]] = {}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 
-from .client import MailchimpApi
+from .client import MailchimpApi, staff_api
 from .exceptions import MailchimpSyncError, SyncRefused
 from .merge_fields import MergeField
 
@@ -113,4 +113,5 @@ def _connected(extension: MailchimpSync) -> tuple[Any, MailchimpApi]:
     settings, api_key = store.get(), store.api_key()
     if settings is None or api_key is None:
         raise SyncRefused("Connect a Mailchimp account first.")
-    return settings, MailchimpApi(api_key, current_app.config)
+    # Staff wait on these calls (the page, the CLI): one attempt, a short timeout.
+    return settings, staff_api(api_key, current_app.config)

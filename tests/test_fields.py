@@ -216,3 +216,18 @@ def test_the_cli_sync_summary_names_the_missing_fields(app, runner, shop):
         "Note: The audience consignor has no merge field CREDIT, EXPIRING, LASTPAID"
         in result.output
     )
+
+
+def test_mailchimp_failing_leaves_the_page_working_and_says_so(app, staff_client, emulator, shop):
+    emulator.faults.fail_next(2, "500")  # the audience list, then the fields: one try each
+    response = staff_client.get(PAGE)
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "Could not read its fields" in html and "<h2>Fields</h2>" in html
+
+    token = csrf_token(html)
+    emulator.faults.fail_next(1, "500")
+    done = staff_client.post(f"{PAGE}fields", data={"csrf_token": token, "create_fields": "1"})
+    assert done.status_code == 302
+    assert "The fields could not be created" in staff_client.get(PAGE).get_data(as_text=True)
+    assert "CREDIT" not in field_types(emulator, shop.consignors.id)
