@@ -26,7 +26,7 @@ def host(tmp_path):
         first = sa.Column(sa.String(100))
         last = sa.Column(sa.String(100))
         email = sa.Column(sa.String(255))
-        prefs = db.relationship("Prefs", uselist=False)
+        prefs = db.relationship(lambda: Prefs, uselist=False)
 
     class Prefs(db.Model):
         customer_id = sa.Column(sa.ForeignKey("customer.id"), primary_key=True)
