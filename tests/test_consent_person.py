@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from .conftest import database_url
-from .hosts import connect, drop_host, make_host, sync
+from .hosts import connect, drain, drop_host, make_host, sync
 
 
 @pytest.fixture(params=["row", "callable"])
@@ -35,3 +35,60 @@ def test_an_unsubscribed_person_stays_blocked_through_an_invalid_address(shop, e
     assert run.state == "done" and run.blocked == 1
     assert emulator.state.member(audience, "pat@newmail.io") is None
     assert emulator.state.member(audience, "pat@mailbox.io").visible_status == "unsubscribed"
+
+
+@pytest.mark.parametrize("deliver", ["sync", "real time"])
+def test_a_bounced_person_who_moves_onto_a_non_consenting_address_stays_blocked(
+    shop, emulator, deliver
+):
+    """The new address has no consent of its own, so nothing is sent to it at first; the
+    person must still be linked to their bounced member when staff tick the box again."""
+    host, audience = shop
+    host.mailchimp.settings_store().get().realtime = deliver == "real time"
+    host.db.session.commit()
+    host.add_patron("zed@mailbox.io", opt_in=False)
+    supplier = host.add_supplier("alvaro@correo.es")
+    assert sync(host).added == 1
+    emulator.state.set_status(audience, "alvaro@correo.es", "cleaned")
+
+    host.set_email(supplier, "zed@mailbox.io")
+    settle(host, deliver)
+    assert host.flag(supplier) is False  # the bounce was found through the person's link
+
+    host.set_flag(supplier, True)  # staff tick the box again
+    settle(host, deliver)
+    assert emulator.state.member(audience, "zed@mailbox.io") is None
+    assert emulator.state.member(audience, "alvaro@correo.es").visible_status == "cleaned"
+
+
+@pytest.mark.parametrize("deliver", ["sync", "real time"])
+def test_a_bounced_person_who_joins_a_subscribed_address_does_not_keep_it_subscribed(
+    shop, emulator, deliver
+):
+    """Nothing changes for the member they join (it is subscribed already); when its own
+    contact leaves, the bounced person's ticked box is not consent enough to keep it."""
+    host, audience = shop
+    host.mailchimp.settings_store().get().realtime = deliver == "real time"
+    host.db.session.commit()
+    patron = host.add_patron("zed@mailbox.io")
+    supplier = host.add_supplier("alvaro@correo.es")
+    assert sync(host).added == 2
+    emulator.state.set_status(audience, "alvaro@correo.es", "cleaned")
+
+    host.set_email(supplier, "zed@mailbox.io")
+    settle(host, deliver)
+    assert host.flag(supplier) is False
+    host.set_flag(supplier, True)  # staff tick the box again
+    settle(host, deliver)
+    host.set_flag(patron, False)
+    settle(host, deliver)
+    assert emulator.state.member(audience, "zed@mailbox.io").visible_status == "archived"
+    assert emulator.state.member(audience, "alvaro@correo.es").visible_status == "cleaned"
+
+
+def settle(host, deliver: str) -> None:
+    """Let the change reach Mailchimp: a Sync, or the real-time delivery."""
+    if deliver == "sync":
+        assert sync(host).state == "done"
+    else:
+        assert drain(host).error is None

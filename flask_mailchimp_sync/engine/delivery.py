@@ -242,12 +242,12 @@ class Delivery:
         self, audience_id: str, groups: dict[str, list[Any]], scope: set[str]
     ) -> None:
         State = self.models.MemberState
-        states = ledger.states_read(self.session, State, audience_id, scope | set(groups))
         links = self.recorder.links
         links.load((row.source, row.contact_key) for rows in groups.values() for row in rows)
         moved = ledger.moved_contacts(links.by_contact, audience_id, groups)
         olds = set().union(*moved.values()) if moved else set()
-        self._refresh(audience_id, olds)
+        self._refresh(audience_id, olds)  # before the states are read: they may change
+        states = ledger.states_read(self.session, State, audience_id, scope | set(groups))
         old_states = ledger.states_read(self.session, State, audience_id, olds)
         history = History(
             ledger.previous_members(moved, old_states, olds & set(groups)),

@@ -18,7 +18,7 @@ from .. import bounds, signals
 from .._state import real_app
 from ..models import utcnow
 from . import ledger, shop
-from .members import CREATES, Outcome
+from .members import CREATES, Member, Outcome
 
 if TYPE_CHECKING:
     from ..extension import MailchimpSync
@@ -137,7 +137,7 @@ class Recorder:
             return
         if not outcome.writes_state:
             if member.wanted is not None:
-                self.links.link(audience_id, member.hash, member.contacts, move=True)
+                self._link(audience_id, member)
             return
         state = self._state_for(outcome)
         email = member.email
@@ -167,11 +167,15 @@ class Recorder:
                 )
             )
         if member.wanted is not None and outcome.counted != "failed":
-            # A person who refused under their old address stays linked to that member.
-            refused = [c for c in member.contacts if (c.source, c.contact_key) in member.refused]
-            others = [c for c in member.contacts if (c.source, c.contact_key) not in member.refused]
-            self.links.link(audience_id, member.hash, others, move=True)
-            self.links.link(audience_id, member.hash, refused, move=False)
+            self._link(audience_id, member)
+
+    def _link(self, audience_id: str, member: Member) -> None:
+        """Link the member's contacts to it; a person who refused under their old address
+        stays linked to that member, whatever came of this one."""
+        refused = [c for c in member.contacts if (c.source, c.contact_key) in member.refused]
+        others = [c for c in member.contacts if (c.source, c.contact_key) not in member.refused]
+        self.links.link(audience_id, member.hash, others, move=True)
+        self.links.link(audience_id, member.hash, refused, move=False)
 
     def _withdraw(self, audience_id: str, outcome: Outcome) -> None:
         """Mailchimp's answer says the member unsubscribed or bounced meanwhile: the
