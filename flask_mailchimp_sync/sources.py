@@ -391,6 +391,10 @@ class ContactSource:
         SQL expression the host passes ``set_marketing`` to ``add_source``.
         """
         if self._set_marketing is not None:
+            field = self._field("marketing")
+            readable = field is not None and field.expression is None  # an SQL one needs a row
+            if readable and not _is_consent(field.read(instance, None)):
+                return False  # off already: nothing to write (or to count)
             self._set_marketing(instance, False)
             return True
         return self._write(instance, "marketing", False, only_if=_is_consent)

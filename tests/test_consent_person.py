@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from flask_mailchimp_sync.engine.shop import withdraw
+
 from .conftest import database_url
 from .hosts import connect, drain, drop_host, make_host, sync
 
@@ -92,3 +94,20 @@ def settle(host, deliver: str) -> None:
         assert sync(host).state == "done"
     else:
         assert drain(host).error is None
+
+
+def test_an_unsubscribe_turns_off_every_contact_of_the_address_in_every_role(shop):
+    """Many contacts of one person, in both roles, none linked yet (found by address);
+    only those whose flag was on are counted as turned off, whatever the flag's shape."""
+    host, audience = shop
+    for _ in range(5):
+        host.add_patron("bea@fastpost.net", opt_in=False)
+    for _ in range(5):
+        host.add_supplier(" Bea@FastPost.net")
+    host.db.session.expunge_all()  # only what withdrawing reads is held
+
+    turned_off = withdraw(host.mailchimp, audience, "BEA@fastpost.net", "unsubscribed")
+    host.db.session.commit()
+
+    assert turned_off == 5
+    assert [host.flag(s) for s in host.db.session.query(host.Supplier)] == [False] * 5

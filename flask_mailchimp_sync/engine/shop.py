@@ -54,12 +54,15 @@ def shop_contacts(
     keys = set(contacts) | ledger.linked_contacts(
         session, Link, audience_id, [emails.subscriber_hash(email)]
     )
-    seen: set[int] = set()
+    # By key, not id(): an instance read for an earlier source and let go may be freed,
+    # and a new one could then take its id.
+    seen: set[tuple[str, str | None]] = set()
     for source in sources_for(extension, audience_id):
         linked = (source.get_instance(session, key) for name, key in keys if name == source.name)
         for instance in [*linked, *source.instances_with_email(session, email)]:
-            if instance is not None and id(instance) not in seen:
-                seen.add(id(instance))
+            contact = (source.name, None if instance is None else source.key_of(instance))
+            if instance is not None and contact not in seen:
+                seen.add(contact)
                 yield source, instance
 
 
