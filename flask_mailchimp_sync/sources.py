@@ -392,8 +392,12 @@ class ContactSource:
         """
         if self._set_marketing is not None:
             field = self._field("marketing")
-            readable = field is not None and field.expression is None  # an SQL one needs a row
-            if readable and not _is_consent(field.read(instance, None)):
+            # An SQL expression needs a row to be read: then the flag is written anyway.
+            if (
+                field is not None
+                and field.expression is None
+                and not _is_consent(field.read(instance, None))
+            ):
                 return False  # off already: nothing to write (or to count)
             self._set_marketing(instance, False)
             return True
