@@ -156,6 +156,18 @@ class MailchimpApi:
         )  # fmt: skip
         return {field["tag"] for field in page.get("merge_fields", [])}
 
+    def merge_fields(self, audience_id: str) -> list[dict[str, Any]]:
+        """The audience's merge fields: tag, name and type of each."""
+        page = self._call(
+            self._client.lists.merge_fields.all, audience_id, get_all=False, count=1000,
+            fields="merge_fields.tag,merge_fields.name,merge_fields.type",
+        )  # fmt: skip
+        return list(page.get("merge_fields", []))
+
+    def add_merge_field(self, audience_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a merge field (``POST /lists/{id}/merge-fields``)."""
+        return dict(self._call(self._client.lists.merge_fields.create, audience_id, body))
+
     # -- members -----------------------------------------------------------------------
 
     def iter_members(
@@ -345,6 +357,18 @@ class MailchimpApi:
             attempt += 1
 
 
+#: Staff wait on these calls: a slow Mailchimp must not hold the page for long.
+STAFF_TIMEOUT = 10.0
+
+
+def staff_api(api_key: str, config: Mapping[str, Any]) -> MailchimpApi:
+    """For calls staff wait on: one attempt, a short timeout; a failure is reported at
+    once, and staff try again."""
+    config = dict(config)
+    config["MAILCHIMP_SYNC_TIMEOUT"] = min(float(config["MAILCHIMP_SYNC_TIMEOUT"]), STAFF_TIMEOUT)
+    return MailchimpApi(api_key, config, retries=0)
+
+
 def _batch_results(archive: bytes, count: int) -> list[tuple[int, dict[str, Any]]]:
     """Mailchimp's results archive: a gzipped tar of JSON lists of operation results."""
     found: dict[int, tuple[int, dict[str, Any]]] = {}
@@ -406,6 +430,14 @@ def translate_error(error: MailChimpError) -> MailchimpApiError:
     status = int(info.get("status") or getattr(response, "status_code", 0) or 0)
     title = str(info.get("title") or "")
     detail = str(info.get("detail") or "")
+    # Which field Mailchimp refused, and why ("CREDIT: Please enter a number"), in its words.
+    fields = [
+        f"{e.get('field')}: {e.get('message')}" if e.get("field") else str(e.get("message"))
+        for e in info.get("errors") or []
+        if isinstance(e, dict) and e.get("message")
+    ]
+    if fields and detail:
+        detail = f"{detail} {'; '.join(fields)}"
     if status == 401:
         return MailchimpKeyRejectedError(detail)
     if status == 429 or status >= 500 or not detail:

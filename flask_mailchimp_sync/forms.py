@@ -79,6 +79,24 @@ class SyncForm(FlaskForm):
     preview = SubmitField("Preview")
 
 
+class DailySyncForm(FlaskForm):
+    """A Sync every day, for values that change with time alone (items expiring soon)."""
+
+    daily_hour = SelectField(
+        "Sync every day",
+        choices=[select_choice("", "Off")]
+        + [select_choice(str(hour), f"at {hour:02d}:00 UTC") for hour in range(24)],
+        default="",
+    )
+    save_daily = SubmitField("Save")
+
+
+class FieldsForm(FlaskForm):
+    """The Fields section's button: create the declared fields an audience lacks."""
+
+    create_fields = SubmitField("Create missing fields")
+
+
 def role_field(role_index: int, kind: str) -> str:
     """Field names use the role's position: role names may hold any characters."""
     return f"role{role_index}_{kind}"

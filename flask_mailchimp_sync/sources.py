@@ -30,12 +30,16 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from . import emails
 from .exceptions import ConfigurationError
+from .merge_fields import MergeField, check_tag, formatted, tag_names
 from .watches import watches_for
 
 log = logging.getLogger(__name__)
 
 FieldSpec = str | ColumnElement[Any] | Callable[[Any], Any]
-MergeFieldsSpec = Callable[[Any], Mapping[str, Any]]
+#: A callable returning a dict of extra merge fields, or typed declarations by merge tag.
+MergeFieldsSpec = Callable[[Any], Mapping[str, Any]] | Mapping[str, MergeField]
+#: A callable giving the names of the tags a contact should have (computed tags).
+TagsSpec = Callable[[Any], Any]
 
 #: Roles become Mailchimp tag names by default; Mailchimp caps a tag name at 100.
 MAX_ROLE_LENGTH = 100
@@ -58,6 +62,10 @@ class Contact:
     last_name: str | None
     marketing: bool
     merge_fields: Mapping[str, Any] = field(default_factory=dict)
+    #: Computed tags (``tags=`` of the source); the role's tag is added per audience.
+    tags: frozenset[str] = frozenset()
+    #: What was changed to fit Mailchimp (a text cut to its limit), one sentence each.
+    notes: tuple[str, ...] = ()
 
 
 class _Field:
@@ -144,6 +152,7 @@ class ContactSource:
         first_name: FieldSpec | None = None,
         last_name: FieldSpec | None = None,
         merge_fields: MergeFieldsSpec | None = None,
+        tags: TagsSpec | None = None,
         set_marketing: Callable[[Any, bool], None] | None = None,
         watch: Mapping[type, Callable[[Any], Any]] | None = None,
         label: Callable[[Any], str | None] | None = None,
@@ -154,8 +163,15 @@ class ContactSource:
                 f"A source's role must be a non-blank name of at most {MAX_ROLE_LENGTH} "
                 f"characters, such as 'customer' or 'consignor'; got {role!r}."
             )
-        if merge_fields is not None and not callable(merge_fields):
-            raise TypeError("merge_fields must be a callable taking the model instance.")
+        if merge_fields is not None and not (
+            callable(merge_fields) or isinstance(merge_fields, Mapping)
+        ):
+            raise TypeError(
+                "merge_fields must be a callable taking the model instance, or a dict of "
+                "MergeField declarations by merge tag."
+            )
+        if tags is not None and not callable(tags):
+            raise TypeError("tags must be a callable taking the model instance.")
         mapper: Any = sa.inspect(model, raiseerr=False)
         if not isinstance(mapper, orm.Mapper):
             raise TypeError(f"{model!r} is not a mapped SQLAlchemy model.")
@@ -168,7 +184,19 @@ class ContactSource:
         self.role = role.strip()
         self.name = f"{self.role}:{mapper.local_table.name}"  # type: ignore[attr-defined]
         self._primary_key: str = mapper.get_property_by_column(mapper.primary_key[0]).key
-        self._merge_fields = merge_fields
+        self._merge_fields = merge_fields if callable(merge_fields) else None
+        #: Typed merge fields by merge tag (from a dict of declarations).
+        self.declared: dict[str, MergeField] = {}
+        if isinstance(merge_fields, Mapping):
+            for tag, declared in merge_fields.items():
+                if not isinstance(declared, MergeField):
+                    raise TypeError(
+                        f"The merge field {tag!r} must be declared with MergeField(name, "
+                        "type, value), such as MergeField('Store credit', 'number', "
+                        "'credit')."
+                    )
+                self.declared[check_tag(tag)] = declared
+        self._tags = tags
         self._set_marketing = set_marketing
         self._label = label
         self._url = url
@@ -186,6 +214,12 @@ class ContactSource:
             )
             if spec is not None
         ]
+        self._typed: list[tuple[str, str, _Field]] = []
+        for n, (tag, declared) in enumerate(self.declared.items()):
+            typed = _Field(model, f"merge field {tag}", declared.value)
+            typed.label = f"mailchimp_sync_merge_{n}"
+            self._typed.append((tag, declared.type, typed))
+        self._fields += [typed for _tag, _type, typed in self._typed]
 
         self._warn_unfollowable()
 
@@ -240,6 +274,13 @@ class ContactSource:
         """Read one contact from a model instance (and its query row, for SQL fields)."""
         values = {f.name: f.read(instance, row) for f in self._fields}
         extras = dict(self._merge_fields(instance) or {}) if self._merge_fields else {}
+        notes = []
+        for tag, kind, typed in self._typed:
+            value, note = formatted(kind, values[typed.name])
+            if value is not None:
+                extras[tag] = value
+            if note is not None:
+                notes.append(f"{tag} {note}.")
         return Contact(
             source=self.name,
             role=self.role,
@@ -249,6 +290,8 @@ class ContactSource:
             last_name=_text(values.get("last_name")),
             marketing=_is_consent(values.get("marketing")),
             merge_fields=extras,
+            tags=tag_names(self._tags(instance)) if self._tags is not None else frozenset(),
+            notes=tuple(notes),
         )
 
     def iter_contacts(self, session: orm.Session, *, chunk_size: int = 1000) -> Iterator[Contact]:
@@ -417,7 +460,11 @@ class ContactSource:
 
     def reads_anything(self) -> bool:
         """Whether a field is a callable or SQL expression, whose reads are unknown."""
-        return self._merge_fields is not None or any(not f.path for f in self._fields)
+        return (
+            self._merge_fields is not None
+            or self._tags is not None
+            or any(not f.path for f in self._fields)
+        )
 
     def paths(self) -> list[tuple[str, ...]]:
         """The attribute paths the fields read."""

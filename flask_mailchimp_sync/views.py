@@ -24,7 +24,7 @@ from flask import (
 )
 from flask_wtf import FlaskForm
 
-from . import connection, words
+from . import connection, fields, words
 from ._state import get_extension, real_app
 from .client import AudienceInfo
 from .connection import AudienceChoice, default_tag
@@ -33,14 +33,16 @@ from .engine.members import LISTED, OUTCOMES
 from .exceptions import ConnectionProblem, MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
 from .forms import (
     NOT_SYNCED,
+    DailySyncForm,
     DisconnectForm,
+    FieldsForm,
     SyncForm,
     WebhookForm,
     audiences_form,
     connect_form,
     role_field,
 )
-from .jobs import dispatcher, start_sync
+from .jobs import cron_line, dispatcher, redis_url, schedule_daily_sync, start_sync
 from .layout import flash_message, template_context
 from .realtime import outbox_summary, recent_deliveries, waiting_for_first_sync
 
@@ -261,6 +263,52 @@ def sync() -> Any:
     return redirect(url_for(".run_page", run_id=run.id))
 
 
+@blueprint.post("/daily")
+def daily_sync() -> Any:
+    """Turn the daily Sync on (at an hour, UTC) or off."""
+    extension = get_extension()
+    form = DailySyncForm()
+    settings = extension.settings_store().get()
+    if settings is None or not form.validate_on_submit():
+        return _render(), 400
+    hour = int(form.daily_hour.data) if form.daily_hour.data else None
+    settings.daily_sync_hour = hour
+    extension.db.session.commit()
+    try:
+        scheduled = schedule_daily_sync(real_app(), hour)
+    except Exception:  # Redis down: saved, and scheduled when saved again
+        current_app.logger.exception("Could not schedule the daily Mailchimp sync")
+        flash_message("Saved, but Redis is unreachable: save again once it is back.", "warning")
+        return redirect(url_for(".settings_page"))
+    if hour is None:
+        flash_message("The daily Sync is off.", "success")
+    elif scheduled:
+        flash_message(f"A Sync runs every day at {hour:02d}:00 UTC.", "success")
+    else:
+        flash_message(
+            "Saved. This shop runs jobs inside the web process, which keeps no timers: "
+            f"add this line to the server's crontab (UTC): {cron_line(hour)}",
+            "warning",
+        )
+    return redirect(url_for(".settings_page"))
+
+
+@blueprint.post("/fields")
+def create_fields() -> Any:
+    """Create the declared merge fields the chosen audiences lack."""
+    extension = get_extension()
+    if not FieldsForm().validate_on_submit():
+        return _render(), 400
+    try:
+        created = fields.create_missing(extension)
+    except MailchimpSyncError as problem:
+        flash_message(f"The fields could not be created: {problem}", "error")
+    else:
+        names = ", ".join(f"{tag} in {audience.name}" for audience, tag in created)
+        flash_message(f"Created {names}." if created else "No field was missing.", "success")
+    return redirect(url_for(".settings_page"))
+
+
 def _running_run(extension: MailchimpSync) -> Any:
     SyncRun = extension.models.SyncRun
     query = (
@@ -364,6 +412,7 @@ def run_summary(run: Any) -> dict[str, Any]:
         else (100 * run.processed // run.total if moving and run.total else None),
         "counts": {name: getattr(run, name) for name in OUTCOMES},
         "error": run.error,
+        "notes": run.notes,
     }
 
 
@@ -414,9 +463,27 @@ def _render(
         webhook_form=WebhookForm(formdata=None),
         public_url=current_app.config.get("MAILCHIMP_SYNC_PUBLIC_URL"),
         recent_runs=runs,
+        fields_report=_fields_report(extension) if connected and not key_problem else None,
+        fields_form=FieldsForm(formdata=None),
+        daily_form=DailySyncForm(
+            formdata=None,
+            daily_hour=""
+            if settings is None or settings.daily_sync_hour is None
+            else str(settings.daily_sync_hour),
+        ),
+        daily_cron=None
+        if settings is None or settings.daily_sync_hour is None or redis_url(current_app.config)
+        else cron_line(settings.daily_sync_hour),
         audiences_problem=problem,
         role_field=role_field,
     )
+
+
+def _fields_report(extension: MailchimpSync) -> list[fields.AudienceFields] | None:
+    try:
+        return fields.report(extension)
+    except MailchimpSyncError:
+        return None  # the page says Mailchimp could not be reached elsewhere
 
 
 def _recent_runs(extension: MailchimpSync) -> list[Any]:

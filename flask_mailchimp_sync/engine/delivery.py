@@ -219,6 +219,15 @@ class Delivery:
                         if contact.marketing:
                             self._skipped(contact, problem)
                         continue
+                    if contact.marketing:
+                        for note in contact.notes:
+                            self.recorder.item(
+                                "trimmed",
+                                note,
+                                source=contact.source,
+                                contact_key=contact.key,
+                                email=contact.email,
+                            )
                     row = SimpleNamespace(**values)
                     groups.setdefault(row.subscriber_hash, []).append(row)
         return groups

@@ -24,6 +24,7 @@ from .. import signals, words
 from .._state import real_app
 from ..client import MailchimpApi
 from ..exceptions import MailchimpSyncError, SyncRefused
+from ..merge_fields import missing_note
 from ..models import utcnow
 from ..sources import default_tag
 from . import ledger, locks, pull, staging
@@ -74,6 +75,7 @@ class SyncRunner:
         self.holder = locks.holder("run", run_id)
         self.lock_names: list[str] = []
         self.merge_tags: dict[str, set[str]] = {}
+        self.targets: Sequence[Target] = []
         self.learned: dict[str, set[str]] = {}  # members whose status Mailchimp changed
         self.selection = RunSelection(self.session, self.models, run_id)
         self.recorder = Recorder(
@@ -120,6 +122,7 @@ class SyncRunner:
         self.sender = Sender(api, self.config, new_status)
         if not self.run.dry_run:
             self.outbox.claim(self.run.id, {s.name for t in targets for s in t.sources})
+        self.targets = targets
         self._stage(targets)
         for audience_id in audience_ids:
             role_audiences = [a for a in settings.audiences if a.audience_id == audience_id]
@@ -133,6 +136,11 @@ class SyncRunner:
             self._sync_audience(audience_id)
             self._archive_departed(audience_id)
         return self._finish(settings, audience_ids)
+
+    def _note(self, note: str | None) -> None:
+        """Say something staff should know in the run's summary."""
+        if note:
+            self.run.notes = f"{self.run.notes}\n{note}" if self.run.notes else note
 
     def _take_locks(self, names: list[str]) -> bool:
         """Take the audiences' locks, waiting a little for a real-time delivery."""
@@ -210,10 +218,10 @@ class SyncRunner:
         chunk = int(self.config["MAILCHIMP_SYNC_CHUNK_SIZE"])
         staged = self.models.StagedContact
         for skipped in staging.stage(self.session, staged, self.run.id, targets, chunk_size=chunk):
-            self.run.skipped += 1
+            self.run.skipped += skipped.outcome == "skipped"  # "trimmed" ones were sent
             contact = skipped.contact
             self.recorder.item(
-                "skipped", skipped.reason,
+                skipped.outcome, skipped.reason,
                 source=contact.source, contact_key=contact.key, email=contact.email,
             )  # fmt: skip
         self.session.commit()
@@ -224,6 +232,10 @@ class SyncRunner:
         """The audience's merge tags (cached for deliveries) and its members' changes."""
         tags = api.merge_field_tags(audience_id)
         self.merge_tags[audience_id] = tags
+        declared = {tag for t in self.targets if t.audience_id == audience_id
+                    for s in t.sources for tag in s.declared}  # fmt: skip
+        name = role_audiences[0].audience_name or audience_id
+        self._note(missing_note(name, declared - tags))
         since = pull.pull_window(role_audiences)
         started = utcnow()
         remote = pull.read_members(api, audience_id, since, None if since is None else pull.LEFT)

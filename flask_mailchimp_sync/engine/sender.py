@@ -101,6 +101,8 @@ class Sender:
                 existing.append(member)
             else:
                 reason = str(refusal.get("error") or "refused")
+                if refusal.get("field_message"):  # which merge field, in Mailchimp's words
+                    reason += f" {refusal.get('field')}: {refusal['field_message']}"
                 outcomes.append(Outcome(member, "failed", reason=reason))
         # A member Mailchimp's answer does not mention is not taken for added.
         outcomes += [
