@@ -33,7 +33,6 @@ from .engine.members import LISTED, OUTCOMES
 from .exceptions import ConnectionProblem, MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
 from .forms import (
     NOT_SYNCED,
-    DailySyncForm,
     DisconnectForm,
     FieldsForm,
     SyncForm,
@@ -196,6 +195,8 @@ def audiences() -> Any:
             )
             settings.profile_updates = bool(form.profile_updates.data)
             realtime_was, settings.realtime = settings.realtime, bool(form.realtime.data)
+            daily_was = settings.daily_sync_hour
+            settings.daily_sync_hour = int(form.daily_hour.data) if form.daily_hour.data else None
         except ConnectionProblem as problem:
             extension.db.session.rollback()
             _field_for(form, extension, problem, "audience").errors.append(problem.message)
@@ -204,6 +205,8 @@ def audiences() -> Any:
             if settings.realtime and not realtime_was:
                 dispatcher(real_app()).nudge()  # deliver what waited meanwhile
             flash_message(_saved_message(settings), "success")
+            if settings.daily_sync_hour != daily_was:
+                _schedule_daily(settings.daily_sync_hour)
             _flash_if(connection.register_webhooks(extension))
             # Nothing is sent now: the staff's first Sync (after a Preview) comes first.
             return redirect(url_for(".settings_page"))
@@ -263,34 +266,27 @@ def sync() -> Any:
     return redirect(url_for(".run_page", run_id=run.id))
 
 
-@blueprint.post("/daily")
-def daily_sync() -> Any:
-    """Turn the daily Sync on (at an hour, UTC) or off."""
-    extension = get_extension()
-    form = DailySyncForm()
-    settings = extension.settings_store().get()
-    if settings is None or not form.validate_on_submit():
-        return _render(), 400
-    hour = int(form.daily_hour.data) if form.daily_hour.data else None
-    settings.daily_sync_hour = hour
-    extension.db.session.commit()
+def _schedule_daily(hour: int | None) -> None:
+    """Put the daily Sync on RQ's schedule (or take it off), and say where it stands."""
     try:
         scheduled = schedule_daily_sync(real_app(), hour)
     except Exception:  # Redis down: saved, and scheduled when saved again
         current_app.logger.exception("Could not schedule the daily Mailchimp sync")
-        flash_message("Saved, but Redis is unreachable: save again once it is back.", "warning")
-        return redirect(url_for(".settings_page"))
+        flash_message(
+            "The daily Sync is saved, but Redis is unreachable: save again once it is back.",
+            "warning",
+        )
+        return
     if hour is None:
         flash_message("The daily Sync is off.", "success")
     elif scheduled:
         flash_message(f"A Sync runs every day at {hour:02d}:00 UTC.", "success")
     else:
         flash_message(
-            "Saved. This shop runs jobs inside the web process, which keeps no timers: "
-            f"add this line to the server's crontab (UTC): {cron_line(hour)}",
+            "This shop runs jobs inside the web process, which keeps no timers: add this "
+            f"line to the server's crontab (UTC) for the daily Sync: {cron_line(hour)}",
             "warning",
         )
-    return redirect(url_for(".settings_page"))
 
 
 @blueprint.post("/fields")
@@ -465,12 +461,6 @@ def _render(
         recent_runs=runs,
         fields_report=_fields_report(extension) if connected and not key_problem else None,
         fields_form=FieldsForm(formdata=None),
-        daily_form=DailySyncForm(
-            formdata=None,
-            daily_hour=""
-            if settings is None or settings.daily_sync_hour is None
-            else str(settings.daily_sync_hour),
-        ),
         daily_cron=None
         if settings is None or settings.daily_sync_hour is None or redis_url(current_app.config)
         else cron_line(settings.daily_sync_hour),
@@ -516,6 +506,7 @@ def _saved_choices(
         "double_opt_in": settings.double_opt_in,
         "profile_updates": settings.profile_updates,
         "realtime": settings.realtime,
+        "daily_hour": "" if settings.daily_sync_hour is None else str(settings.daily_sync_hour),
     }
     # One audience in the account: both roles in it is the recommended default.
     only = available[0].id if available and len(available) == 1 else NOT_SYNCED

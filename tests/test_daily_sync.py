@@ -42,11 +42,12 @@ def scheduled(app, server):
     return {job_id: registry.get_scheduled_time(job_id) for job_id in registry.get_job_ids()}
 
 
-def save_daily(client, hour):
+def save_daily(client, hour, audience):
+    """The one settings form, saved with the daily Sync at *hour* ("" for off)."""
     token = csrf_token(client.get(PAGE).get_data(as_text=True))
-    return client.post(
-        f"{PAGE}daily", data={"csrf_token": token, "daily_hour": hour, "save_daily": "1"}
-    )
+    form = {"role0_audience": audience, "role1_audience": "", "role0_tag": "Consignor",
+            "role1_tag": "Customer", "realtime": "y", "daily_hour": hour}  # fmt: skip
+    return client.post(f"{PAGE}audiences", data={"csrf_token": token, **form})
 
 
 @pytest.mark.parametrize(
@@ -63,9 +64,9 @@ def test_the_next_daily_sync_is_the_next_such_hour(now, expected):
 
 def test_without_redis_the_page_gives_the_cron_line(app, staff_client, shop):
     assert "Sync every day" in staff_client.get(PAGE).get_data(as_text=True)
-    refused = staff_client.post(f"{PAGE}daily", data={"daily_hour": "6", "save_daily": "1"})
+    refused = staff_client.post(f"{PAGE}audiences", data={"daily_hour": "6"})
     assert refused.status_code == 400  # no CSRF token
-    response = save_daily(staff_client, "6")
+    response = save_daily(staff_client, "6", shop.consignors.id)
     assert response.status_code == 302
     html = staff_client.get(PAGE).get_data(as_text=True)
     assert str(escape(cron_line(6))) in html
@@ -79,12 +80,12 @@ def test_without_redis_the_page_gives_the_cron_line(app, staff_client, shop):
 def test_with_rq_the_daily_sync_is_scheduled_runs_and_schedules_the_next(
     app, staff_client, emulator, shop, fake_redis
 ):
-    assert save_daily(staff_client, "6").status_code == 302
+    assert save_daily(staff_client, "6", shop.consignors.id).status_code == 302
     html = staff_client.get(PAGE).get_data(as_text=True)
     assert "A Sync runs every day at 06:00 UTC." in html and str(escape(cron_line(6))) not in html
     (when,) = scheduled(app, fake_redis).values()
     assert when.replace(tzinfo=UTC) == next_daily(6)
-    save_daily(staff_client, "6")  # saving again replaces, never doubles
+    save_daily(staff_client, "6", shop.consignors.id)  # saving again replaces, never doubles
     assert len(scheduled(app, fake_redis)) == 1
 
     with app.app_context():
@@ -101,5 +102,5 @@ def test_with_rq_the_daily_sync_is_scheduled_runs_and_schedules_the_next(
     assert emulator.state.member(shop.consignors.id, "ada@mailbox.shop").status == "subscribed"
     assert len(scheduled(app, fake_redis)) == 1
 
-    assert save_daily(staff_client, "").status_code == 302
+    assert save_daily(staff_client, "", shop.consignors.id).status_code == 302
     assert scheduled(app, fake_redis) == {}
