@@ -6,12 +6,9 @@ shared, so each app (and each worker) uses its own settings.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import random
 import tarfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,11 +20,11 @@ from mailchimp3 import MailChimp
 from mailchimp3.mailchimpclient import MailChimpError
 
 from ._version import __version__
+from .call_policy import backoff_delay, connection_slots, is_transient, translate_error
 from .crypto import data_center
 from .exceptions import (
     AudienceNotFoundError,
     MailchimpApiError,
-    MailchimpKeyRejectedError,
     MailchimpUnreachableError,
 )
 
@@ -103,7 +100,7 @@ class MailchimpApi:
         #: Told the seconds before each retry, so a run's page can say it waits.
         self._on_retry = on_retry
         self._data_center = data_center(api_key)
-        self._slots = _connection_slots(
+        self._slots = connection_slots(
             api_key, int(config.get("MAILCHIMP_SYNC_MAX_CONNECTIONS") or 10)
         )
         self._retries = (
@@ -385,67 +382,11 @@ def _batch_results(archive: bytes, count: int) -> list[tuple[int, dict[str, Any]
     return [found.get(n, (0, {})) for n in range(count)]
 
 
-def backoff_delay(attempt: int, base: float, cap: float = 30.0) -> float:
-    """Exponential backoff with full jitter: spreads retries of many workers apart.
-
-    The one backoff of the extension: Mailchimp calls, outbox retries and the
-    dispatcher's hand-overs to Redis differ only in *base* and *cap*.
-    """
-    ceiling = min(cap, base * 2 ** min(attempt, 32))
-    return random.uniform(0, ceiling)  # jitter, not cryptography
-
-
-def is_transient(status: int, *, titled: bool) -> bool:
-    """Whether an answer means "try again later" (0: no answer at all).
-
-    A bodyless 403 is Mailchimp's edge throttling; a 403 with a body is a real refusal.
-    """
-    return status in (429, 0) or status >= 500 or (status == 403 and not titled)
-
-
 def tag_changes(active: Iterable[str], inactive: Iterable[str]) -> dict[str, Any]:
     """The body of ``POST .../members/{hash}/tags``: tags to add and to remove."""
     tags = [{"name": t, "status": "active"} for t in sorted(active)]
     tags += [{"name": t, "status": "inactive"} for t in sorted(inactive)]
     return {"tags": tags}
-
-
-_slots_lock = threading.Lock()
-_slots_by_account: dict[str, threading.BoundedSemaphore] = {}
-
-
-def _connection_slots(api_key: str, limit: int) -> threading.BoundedSemaphore:
-    """One semaphore per account in this process (keyed by a digest, not the key)."""
-    account = hashlib.sha256(api_key.encode()).hexdigest()
-    with _slots_lock:
-        if account not in _slots_by_account:
-            _slots_by_account[account] = threading.BoundedSemaphore(max(1, min(limit, 10)))
-        return _slots_by_account[account]
-
-
-def translate_error(error: MailChimpError) -> MailchimpApiError:
-    """mailchimp3's error (a dict holding the response and the JSON body, if any) as ours."""
-    info = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
-    response = info.get("response")
-    status = int(info.get("status") or getattr(response, "status_code", 0) or 0)
-    title = str(info.get("title") or "")
-    detail = str(info.get("detail") or "")
-    # Which field Mailchimp refused, and why ("CREDIT: Please enter a number"), in its words.
-    fields = [
-        f"{e.get('field')}: {e.get('message')}" if e.get("field") else str(e.get("message"))
-        for e in info.get("errors") or []
-        if isinstance(e, dict) and e.get("message")
-    ]
-    if fields and detail:
-        detail = f"{detail} {'; '.join(fields)}"
-    if status == 401:
-        return MailchimpKeyRejectedError(detail)
-    if status == 429 or status >= 500 or not detail:
-        said = f": {detail}" if detail else ""
-        message = f"Mailchimp answered with an error (HTTP {status}){said}. Try again in a moment."
-    else:
-        message = f"Mailchimp refused the request: {detail}"
-    return MailchimpApiError(message, status=status, title=title, detail=detail)
 
 
 def _audience(item: Mapping[str, Any]) -> AudienceInfo:

@@ -9,17 +9,19 @@ from typing import Any
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import bounds, logs, public_url, realtime, webhooks
+# run_pages and views are imported for their routes: importing them adds them to the blueprint.
+from . import bounds, logs, public_url, realtime, run_pages, views, webhooks  # noqa: F401
 from ._state import EXTENSION_KEY, AppState, app_state
 from .cli import mailchimp_cli
 from .exceptions import AccessDenied, AccessNotConfigured, TablesMissing, TablesMissingError
+from .field_specs import FieldSpec
 from .layout import DEFAULT_FLASH_CATEGORIES
 from .models import Models, models_for
-from .sources import ContactSource, FieldSpec, MergeFieldsSpec, TagsSpec
+from .pages import blueprint
+from .sources import ContactSource, MergeFieldsSpec, TagsSpec
 from .status import member_status
 from .store import SettingsStore
 from .tables import require_tables
-from .views import blueprint
 
 #: Every config key the extension reads, with its default. Documented in the README.
 DEFAULT_CONFIG: Mapping[str, Any] = {
@@ -85,7 +87,7 @@ class MailchimpSync:
     :param db: the host's Flask-SQLAlchemy object; the extension's tables join its
         metadata and its writes join the host's session.
     :param register_blueprint: add the staff page to the app (at
-        ``MAILCHIMP_SYNC_URL_PREFIX``); turn off to register :data:`.views.blueprint`
+        ``MAILCHIMP_SYNC_URL_PREFIX``); turn off to register :data:`.pages.blueprint`
         yourself.
     """
 

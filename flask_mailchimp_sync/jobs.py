@@ -13,14 +13,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
 
 from ._state import app_state, get_extension, real_app
-from .client import backoff_delay
+from .call_policy import backoff_delay
 from .engine import locks
 from .engine.delivery import drain
 from .engine.runner import SyncRunner, targets_for
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 JOB_PATH = "flask_mailchimp_sync.jobs.run_sync_job"
 DRAIN_JOB_PATH = "flask_mailchimp_sync.jobs.run_drain_job"
-DAILY_JOB_PATH = "flask_mailchimp_sync.jobs.run_daily_sync_job"
 #: A burst of commits within this many seconds becomes one drain.
 DEBOUNCE = 0.05
 
@@ -177,7 +176,7 @@ def enqueue_run(run_id: int) -> None:
 
     try:
         queue(app).enqueue(
-            JOB_PATH, run_id, job_timeout=_job_timeout(app), failure_ttl=7 * 24 * 3600
+            JOB_PATH, run_id, job_timeout=job_timeout(app), failure_ttl=7 * 24 * 3600
         )
     except RedisError as error:
         log.warning("Could not queue Mailchimp sync run %s: %s", run_id, error)
@@ -198,7 +197,7 @@ def enqueue_drain(app: Flask, delay: float = 0.0) -> None:
     if delay:
         queue(app).enqueue_in(timedelta(seconds=delay), DRAIN_JOB_PATH)
     else:
-        queue(app).enqueue(DRAIN_JOB_PATH, job_timeout=_job_timeout(app))
+        queue(app).enqueue(DRAIN_JOB_PATH, job_timeout=job_timeout(app))
 
 
 def queue(app: Flask) -> Any:
@@ -212,12 +211,12 @@ def queue(app: Flask) -> Any:
     return Queue(app.config["MAILCHIMP_SYNC_QUEUE"], connection=Redis.from_url(url))
 
 
-def _job_timeout(app: Flask) -> int:
+def job_timeout(app: Flask) -> int:
     # A live run refreshes its locks; a job four lock-lifetimes long is surely stuck.
     return int(app.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"]) * 4
 
 
-def _job_extension() -> MailchimpSync:
+def job_extension() -> MailchimpSync:
     if not has_app_context():
         raise RuntimeError(
             "Mailchimp sync jobs need the Flask app: run the worker with `flask mailchimp worker`."
@@ -227,7 +226,7 @@ def _job_extension() -> MailchimpSync:
 
 def run_drain_job() -> None:
     """The job: deliver the outbox; schedules its own retry when something waits."""
-    extension = _job_extension()
+    extension = job_extension()
     try:
         result = drain(extension)
     finally:
@@ -315,7 +314,7 @@ _dispatcher_lock = threading.Lock()
 
 def run_sync_job(run_id: int) -> None:
     """The job: carry out run *run_id* (needs the app context, which the worker provides)."""
-    extension = _job_extension()
+    extension = job_extension()
     try:
         execute_run(extension, run_id)
     finally:
@@ -351,75 +350,3 @@ class _Submitter:
 def _log_failure(future: Future[Any]) -> None:
     if future.exception() is not None:
         log.error("A Mailchimp sync job failed", exc_info=future.exception())
-
-
-# -- the daily Sync ----------------------------------------------------------------------
-
-
-def next_daily(hour: int, now: datetime | None = None) -> datetime:
-    """The next time it is *hour* o'clock UTC, after *now*."""
-    now = now or utcnow()
-    when = now.replace(hour=hour, minute=0, second=0, microsecond=0)
-    return when if when > now else when + timedelta(days=1)
-
-
-def cron_line(hour: int) -> str:
-    """The crontab line that runs the daily Sync where no RQ scheduler can (UTC clock)."""
-    return f"0 {hour} * * * cd /path/to/your/shop && flask mailchimp sync"
-
-
-def schedule_daily_sync(app: Flask, hour: int | None) -> bool:
-    """Schedule the next daily Sync on RQ's scheduler (cancel it for ``None``).
-
-    Returns ``False`` where RQ cannot schedule it: no Redis is configured (jobs run in
-    the web process, which keeps no timers), or the installed RQ has no ``enqueue_at``;
-    then a cron line runs ``flask mailchimp sync`` instead (see :func:`cron_line`).
-    Each day's job has its own id, so the job running now never stands for the next.
-    """
-    from rq import Queue
-
-    if redis_url(app.config) is None or not hasattr(Queue, "enqueue_at"):
-        return False
-    from rq.exceptions import NoSuchJobError
-    from rq.registry import ScheduledJobRegistry
-
-    jobs = queue(app)
-    registry = ScheduledJobRegistry(queue=jobs)
-    prefix = _daily_prefix(app)
-    for job_id in registry.get_job_ids():
-        if job_id.startswith(prefix):
-            try:
-                registry.remove(job_id, delete_job=True)
-            except NoSuchJobError:  # its data expired: the registry entry is gone now
-                registry.remove(job_id)
-    if hour is not None:
-        when = next_daily(hour)
-        jobs.enqueue_at(
-            when, DAILY_JOB_PATH, job_id=f"{prefix}{when:%Y%m%d%H}", job_timeout=_job_timeout(app)
-        )
-    return True
-
-
-def _daily_prefix(app: Flask) -> str:
-    return f"mailchimp-sync-daily-{app.config['MAILCHIMP_SYNC_QUEUE']}-"
-
-
-def run_daily_sync_job() -> None:
-    """The job: the daily Sync (values that change with time alone, such as items
-    expiring soon, are sent again), then the next day's is scheduled."""
-    extension = _job_extension()
-    app = real_app()
-    hour = None
-    try:
-        settings = extension.settings_store().get()
-        hour = settings.daily_sync_hour if settings is not None else None
-        if hour is None:
-            return  # switched off since it was scheduled
-        run = start_sync(extension, trigger="daily", enqueue=False)
-        execute_run(extension, run.id)
-    except SyncRefused as refused:
-        log.warning("The daily Mailchimp sync did not start: %s", refused)
-    finally:
-        extension.db.session.remove()
-        if hour is not None:
-            schedule_daily_sync(app, hour)

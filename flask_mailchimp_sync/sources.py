@@ -1,17 +1,7 @@
 """How a host model becomes contacts.
 
 A host registers a model once, saying which role its rows play and how to read each
-field. Every field accepts one of three things, so that hosts of any shape fit:
-
-- a string: an attribute path on the model (``"email"``), which may follow
-  relationships (``"profile.accepts_marketing"``; related rows are loaded with one
-  extra query per chunk, not one per contact). Paths are resolved on first use, once
-  SQLAlchemy has configured the mappers, so relationships declared as backrefs on
-  another model work;
-- a SQL expression (a column, ``func.lower(Customer.email)``, a correlated
-  ``scalar_subquery()``, a hybrid property): evaluated by the database;
-- a callable taking the model instance (``lambda c: c.name.split()[0]``).
-
+field (an attribute path, a SQL expression or a callable: see :mod:`.field_specs`).
 Reading is streamed in primary-key order, a chunk at a time, so memory stays flat
 however many contacts a shop has.
 """
@@ -26,16 +16,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
-from sqlalchemy.sql.elements import ColumnElement
 
 from . import emails
-from .exceptions import ConfigurationError
+from .field_specs import FieldReader, FieldSpec, is_consent, text_value
 from .merge_fields import MergeField, check_tag, formatted, tag_names
 from .watches import watches_for
 
 log = logging.getLogger(__name__)
 
-FieldSpec = str | ColumnElement[Any] | Callable[[Any], Any]
 #: A callable returning a dict of extra merge fields, or typed declarations by merge tag.
 MergeFieldsSpec = Callable[[Any], Mapping[str, Any]] | Mapping[str, MergeField]
 #: A callable giving the names of the tags a contact should have (computed tags).
@@ -66,74 +54,6 @@ class Contact:
     tags: frozenset[str] = frozenset()
     #: What was changed to fit Mailchimp (a text cut to its limit), one sentence each.
     notes: tuple[str, ...] = ()
-
-
-class _Field:
-    """One way of reading a value from a row: attribute path, SQL expression or callable."""
-
-    def __init__(self, model: type, name: str, spec: FieldSpec) -> None:
-        self.model = model
-        self.name = name
-        self.label = f"mailchimp_sync_{name}"
-        self.path: tuple[str, ...] = ()
-        self.expression: ColumnElement[Any] | None = None
-        self.function: Callable[[Any], Any] | None = None
-        if isinstance(spec, str):
-            self.path = tuple(spec.split("."))
-            if not all(self.path):
-                raise ValueError(
-                    f"{spec!r} is not an attribute path for the contact's {name}: pass an "
-                    "attribute name (dotted to follow relationships), a SQL expression or a "
-                    "callable."
-                )
-        elif hasattr(spec, "__clause_element__") or isinstance(spec, ColumnElement):
-            self.expression = spec  # type: ignore[assignment]
-        elif callable(spec):
-            self.function = spec
-        else:
-            raise TypeError(
-                f"The contact's {name} must be an attribute name, a SQL expression or a "
-                f"callable, not {type(spec).__name__}."
-            )
-
-    def check_path(self) -> None:
-        """Raise :class:`ConfigurationError` unless the path leads somewhere: every hop but
-        the last a relationship. Needs configured mappers (backrefs exist only then)."""
-        owner: Any = self.model
-        for n, hop in enumerate(self.path):
-            attribute = getattr(owner, hop, None)
-            if attribute is None:
-                raise ConfigurationError(
-                    f"{owner.__name__} has no attribute {hop!r} (the contact's {self.name} "
-                    f"is read from {'.'.join(self.path)!r}). Pass an attribute name (dotted to "
-                    "follow relationships), a SQL expression or a callable."
-                )
-            if n == len(self.path) - 1:
-                return
-            prop = getattr(attribute, "property", None)
-            if not isinstance(prop, orm.RelationshipProperty):
-                raise ConfigurationError(
-                    f"{owner.__name__}.{hop} is not a relationship, so the path "
-                    f"{'.'.join(self.path)!r} (the contact's {self.name}) cannot go past it. "
-                    "Pass a callable taking the instance instead."
-                )
-            owner = prop.mapper.class_
-
-    def relationship_path(self) -> tuple[str, ...]:
-        """The relationship hops of an attribute path (all but its last segment)."""
-        return self.path[:-1]
-
-    def read(self, instance: Any, row: Any) -> Any:
-        if self.expression is not None:
-            return getattr(row, self.label)
-        if self.function is not None:
-            return self.function(instance)
-        value = instance
-        for attribute in self.path:
-            if value is None:
-                return None
-            value = getattr(value, attribute)
-        return value
 
 
 class ContactSource:
@@ -205,7 +125,7 @@ class ContactSource:
         #: instance(s) a changed row concerns.
         self.extra_watches: Mapping[type, Callable[[Any], Any]] = dict(watch or {})
         self._fields = [
-            _Field(model, name, spec)
+            FieldReader(model, name, spec)
             for name, spec in (
                 ("email", email),
                 ("marketing", marketing),
@@ -214,9 +134,9 @@ class ContactSource:
             )
             if spec is not None
         ]
-        self._typed: list[tuple[str, str, _Field]] = []
+        self._typed: list[tuple[str, str, FieldReader]] = []
         for n, (tag, declared) in enumerate(self.declared.items()):
-            typed = _Field(model, f"merge field {tag}", declared.value)
+            typed = FieldReader(model, f"merge field {tag}", declared.value)
             typed.label = f"mailchimp_sync_merge_{n}"
             self._typed.append((tag, declared.type, typed))
         self._fields += [typed for _tag, _type, typed in self._typed]
@@ -285,10 +205,10 @@ class ContactSource:
             source=self.name,
             role=self.role,
             key=str(getattr(instance, self._primary_key)),
-            email=_text(values.get("email")),
-            first_name=_text(values.get("first_name")),
-            last_name=_text(values.get("last_name")),
-            marketing=_is_consent(values.get("marketing")),
+            email=text_value(values.get("email")),
+            first_name=text_value(values.get("first_name")),
+            last_name=text_value(values.get("last_name")),
+            marketing=is_consent(values.get("marketing")),
             merge_fields=extras,
             tags=tag_names(self._tags(instance)) if self._tags is not None else frozenset(),
             notes=tuple(notes),
@@ -396,10 +316,10 @@ class ContactSource:
         return [
             (row[0], row)
             for row in session.execute(query)
-            if wanted is not None and emails.identity(_text(field.read(row[0], row))) == wanted
+            if wanted is not None and emails.identity(text_value(field.read(row[0], row))) == wanted
         ]
 
-    def _field(self, name: str) -> _Field | None:
+    def _field(self, name: str) -> FieldReader | None:
         return next((f for f in self._fields if f.name == name), None)
 
     # -- writing back (Mailchimp -> shop) ---------------------------------------------
@@ -414,11 +334,11 @@ class ContactSource:
             field = self._field("marketing")
             # An SQL expression needs a row to be read: then the flag is simply written.
             readable = field if field is not None and field.expression is None else None
-            if readable is not None and not _is_consent(readable.read(instance, None)):
+            if readable is not None and not is_consent(readable.read(instance, None)):
                 return False  # off already: nothing to write (or to count)
             self._set_marketing(instance, False)
             return True
-        return self._write(instance, "marketing", False, only_if=_is_consent)
+        return self._write(instance, "marketing", False, only_if=is_consent)
 
     def change_email(self, instance: Any, email: str) -> bool:
         """Write a new address (attribute-path emails only)."""
@@ -475,15 +395,3 @@ def _containing(identity: str) -> str:
     """A LIKE pattern matching every spelling of *identity* (and more)."""
     escaped = identity.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return "%" + "".join(c if c.isascii() else "_" for c in escaped) + "%"
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _is_consent(value: Any) -> bool:
-    # Only an explicit true is consent: NULL, a missing related row, "no" or "" are not.
-    return value is True or (isinstance(value, int) and value == 1)

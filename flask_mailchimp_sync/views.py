@@ -11,11 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from flask import (
-    Blueprint,
-    Response,
-    abort,
     current_app,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -29,7 +25,7 @@ from ._state import get_extension, real_app
 from .client import AudienceInfo
 from .connection import AudienceChoice, default_tag
 from .crypto import decrypt_api_key, encrypt_api_key
-from .engine.members import LISTED, OUTCOMES
+from .daily import cron_line, schedule_daily_sync
 from .exceptions import ConnectionProblem, MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
 from .forms import (
     NOT_SYNCED,
@@ -41,76 +37,13 @@ from .forms import (
     connect_form,
     role_field,
 )
-from .jobs import cron_line, dispatcher, redis_url, schedule_daily_sync, start_sync
-from .layout import flash_message, template_context
+from .jobs import dispatcher, redis_url, start_sync
+from .layout import flash_message
+from .pages import blueprint
 from .realtime import outbox_summary, recent_deliveries, waiting_for_first_sync
 
 if TYPE_CHECKING:
     from .extension import MailchimpSync
-
-blueprint = Blueprint("mailchimp_sync", __name__, template_folder="templates")
-
-#: The largest id of the extension's tables on every database (PostgreSQL's ``integer``).
-MAX_ID = 2**31 - 1
-
-
-# Globals, not context: the templates' imported macros see them too.
-@blueprint.app_template_global("mailchimp_sync_outcomes")
-def outcomes() -> tuple[str, ...]:
-    """Every outcome a run or delivery counts, in page order."""
-    return OUTCOMES
-
-
-@blueprint.app_template_global("mailchimp_sync_listed")
-def listed_outcomes() -> tuple[str, ...]:
-    """The outcomes listed contact by contact."""
-    return LISTED
-
-
-@blueprint.app_template_global("mailchimp_sync_state")
-def state_words(run: Any) -> str:
-    """A run's state in plain words ("In progress", "Failed")."""
-    return words.state_text(run)
-
-
-@blueprint.app_template_global("mailchimp_sync_outcome_word")
-def outcome_word(name: str) -> str:
-    return words.OUTCOME_WORDS.get(name, name.replace("_", " "))
-
-
-@blueprint.app_template_global("mailchimp_sync_audiences_of")
-def audiences_of(run: Any, names: dict[str, str]) -> str:
-    return words.audiences_of(run, names)
-
-
-@blueprint.app_template_filter("mailchimp_sync_text")
-def mailchimp_text(reason: str | None) -> str:
-    """Mailchimp's error text, readable (whose support; one full stop)."""
-    return words.mailchimp_text(reason)
-
-
-@blueprint.before_request
-def check_access() -> Any:
-    return get_extension().check_access()
-
-
-@blueprint.after_request
-def refuse_framing(response: Response) -> Response:
-    """Pages that connect accounts and start syncs are never shown inside another site's
-    frame (clickjacking), unless the host allows it; headers the host set stay."""
-    ancestors = current_app.config["MAILCHIMP_SYNC_FRAME_ANCESTORS"]
-    if ancestors:
-        response.headers.setdefault("Content-Security-Policy", f"frame-ancestors {ancestors}")
-        # The older header, for browsers without CSP, knows only these two.
-        legacy = {"'none'": "DENY", "'self'": "SAMEORIGIN"}.get(ancestors)
-        if legacy:
-            response.headers.setdefault("X-Frame-Options", legacy)
-    return response
-
-
-@blueprint.context_processor
-def layout() -> dict[str, Any]:
-    return template_context(get_extension())
 
 
 @blueprint.get("/")
@@ -332,84 +265,6 @@ def rotate_webhook_secret() -> Any:
 def _flash_if(message: str | None) -> None:
     if message:
         flash_message(message, "warning")
-
-
-@blueprint.get("/runs")
-def runs_page() -> Any:
-    extension = get_extension()
-    SyncRun = extension.models.SyncRun
-    page = _paginate(extension, sa.select(SyncRun).order_by(SyncRun.id.desc()), per_page=25)
-    return render_template(
-        "mailchimp_sync/runs.html", page=page, names=words.audience_names(extension)
-    )
-
-
-@blueprint.get("/runs/<int:run_id>")
-def run_page(run_id: int) -> Any:
-    extension = get_extension()
-    run = _run_or_404(extension, run_id)
-    outcome = request.args.get("outcome")
-    Item = extension.models.SyncRunItem
-    items = sa.select(Item).where(Item.run_id == run.id).order_by(Item.id)
-    if outcome in LISTED:
-        items = items.where(Item.outcome == outcome)
-    page = _paginate(extension, items, per_page=100)
-    return render_template(
-        "mailchimp_sync/run.html",
-        run=run,
-        summary=run_summary(run),
-        items=page,
-        contacts=words.contacts(extension, page.items),
-        outcome=outcome,
-    )
-
-
-@blueprint.get("/runs/<int:run_id>.json")
-def run_progress(run_id: int) -> Any:
-    """What the run page polls while a run goes on."""
-    return jsonify(run_summary(_run_or_404(get_extension(), run_id)))
-
-
-def _run_or_404(extension: MailchimpSync, run_id: int) -> Any:
-    # Larger numbers are no run's id, and the database would refuse them (a 500).
-    if not 0 < run_id <= MAX_ID:
-        abort(404)
-    return extension.db.session.get(extension.models.SyncRun, run_id) or abort(404)
-
-
-def _paginate(extension: MailchimpSync, query: Any, per_page: int) -> Any:
-    """The page of *query* that ``?page=`` asks for; a page that cannot exist is a 404."""
-    try:
-        number = int(request.args.get("page", 1))
-    except ValueError:
-        abort(404)
-    if not 0 < number <= MAX_ID // per_page:  # its offset would overflow the database's
-        abort(404)
-    return extension.db.paginate(query, page=number, per_page=per_page)
-
-
-def run_summary(run: Any) -> dict[str, Any]:
-    """A run's progress, in numbers for scripts and in words for the page."""
-    names = words.audience_names(get_extension())
-    moving = run.state == "running" and words.base_phase(run.phase) in words.COUNTED_PHASES
-    return {
-        "id": run.id,
-        "state": run.state,
-        "state_text": words.state_text(run),
-        "phase": run.phase,
-        "phase_text": words.phase_text(run, names),
-        "retry_text": words.retry_text(run),
-        "dry_run": run.dry_run,
-        "processed": run.processed,
-        "total": run.total,
-        # None while the total is not known yet: the bar then moves without a number.
-        "percent": 100
-        if run.state == "done"
-        else (100 * run.processed // run.total if moving and run.total else None),
-        "counts": {name: getattr(run, name) for name in OUTCOMES},
-        "error": run.error,
-        "notes": run.notes,
-    }
 
 
 def _render(

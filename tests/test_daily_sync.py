@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from markupsafe import escape
 
-from flask_mailchimp_sync.jobs import cron_line, next_daily
+from flask_mailchimp_sync.daily import cron_line, next_daily
 
 from .helpers import connect_shop, csrf_token
 
@@ -90,7 +90,7 @@ def test_with_rq_the_daily_sync_is_scheduled_runs_and_schedules_the_next(
 
     with app.app_context():
         from example_app import mailchimp
-        from flask_mailchimp_sync.jobs import run_daily_sync_job
+        from flask_mailchimp_sync.daily import run_daily_sync_job
 
         from .helpers import add_consignor
 

@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import emails
-from ..client import MailchimpApi, is_transient, tag_changes
+from ..call_policy import is_transient
+from ..client import MailchimpApi, tag_changes
 from ..exceptions import MailchimpApiError
 from .members import COUNTED, NO_REQUEST, ONE_BY_ONE, Member, Outcome, as_planned
 from .planner import Action, Decision, blocked_by
