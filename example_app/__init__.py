@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask, g, redirect, request, url_for
 from flask_wtf import CSRFProtect
 
-from flask_mailchimp_sync import MailchimpSync
+from flask_mailchimp_sync import MailchimpSync, MergeField
 
 from .models import Consignor, Customer, db
 
@@ -27,7 +27,17 @@ mailchimp.add_source(
     marketing="marketing_opt_in",
     first_name=lambda consignor: consignor.name.partition(" ")[0],
     last_name=lambda consignor: consignor.name.partition(" ")[2],
-    merge_fields=lambda consignor: {"PHONE": consignor.phone or ""},
+    merge_fields={
+        "PHONE": MergeField("Phone Number", "phone", "phone"),
+        # What a consignment shop mails about: credit, items about to expire, payouts.
+        "CREDIT": MergeField("Store credit", "number", lambda c: c.credit_cents / 100),
+        "EXPIRING": MergeField("Items expiring soon", "number", "expiring_items"),
+        "LASTPAID": MergeField("Last payout", "date", "last_payout_on"),
+    },
+    tags=lambda c: (
+        ({"Has credit"} if c.credit_cents > 0 else set())
+        | ({"Items expiring"} if c.expiring_items else set())
+    ),
 )
 # A customer keeps the opt-in on a related preferences row.
 mailchimp.add_source(

@@ -4,9 +4,11 @@ and last names and keeps the flag on a related preferences row."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
+import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import orm
 from werkzeug.security import check_password_hash, generate_password_hash
 
 db = SQLAlchemy()
@@ -35,6 +37,9 @@ class Consignor(db.Model):  # type: ignore[name-defined]
     email = db.Column(db.String(255))
     phone = db.Column(db.String(40))
     marketing_opt_in = db.Column(db.Boolean, nullable=False, default=False)
+    #: Store credit the shop owes the consignor (sales not yet paid out), in cents.
+    credit_cents = db.Column(db.Integer, nullable=False, default=0)
+    last_payout_on = db.Column(db.Date)
     items = db.relationship("Item", back_populates="consignor")
 
 
@@ -73,4 +78,28 @@ class Item(db.Model):  # type: ignore[name-defined]
     title = db.Column(db.String(200), nullable=False)
     price_cents = db.Column(db.Integer, nullable=False)
     consignor_id = db.Column(db.Integer, db.ForeignKey("consignors.id"), nullable=False)
+    #: When the consignment period ends.
+    expires_on = db.Column(db.Date)
     consignor = db.relationship("Consignor", back_populates="items")
+
+
+#: Days before the end of its consignment period that an item counts as expiring soon.
+EXPIRING_DAYS = 14
+
+# Loaded with each consignor by the database, in the same query (no query per
+# consignor, however many a Sync reads); "today" is taken when the query runs.
+Consignor.expiring_items = orm.column_property(
+    sa.select(sa.func.count(Item.id))
+    .where(
+        Item.consignor_id == Consignor.id,
+        Item.expires_on >= sa.bindparam("expiring_from", callable_=date.today, type_=sa.Date),
+        Item.expires_on
+        <= sa.bindparam(
+            "expiring_until",
+            callable_=lambda: date.today() + timedelta(days=EXPIRING_DAYS),
+            type_=sa.Date,
+        ),
+    )
+    .correlate_except(Item)
+    .scalar_subquery()
+)

@@ -7,6 +7,7 @@ with members that match shop contacts.
 from __future__ import annotations
 
 import random
+from datetime import date, timedelta
 
 import click
 from flask.cli import with_appcontext
@@ -61,6 +62,7 @@ def seed(consignors: int = 120, customers: int = 240, both: int = 30) -> None:
                 )
             )
     db.session.flush()
+    _consignment_trade()
 
     # The first `both` customers are consignors too: same person, same email.
     shared = db.session.query(Consignor).order_by(Consignor.id).limit(both).all()
@@ -71,6 +73,19 @@ def seed(consignors: int = 120, customers: int = 240, both: int = 30) -> None:
         email = rng.choice(BAD_EMAILS) if n % 25 == 7 else email_for(first, last, n, rng)
         _add_customer(first, last, email or None, rng)
     db.session.commit()
+
+
+def _consignment_trade() -> None:
+    """Credit, payouts and expiry dates, from a random stream of their own (the contacts
+    above stay as they were, matching the demo's preloaded Mailchimp account)."""
+    rng = random.Random(17)
+    today = date.today()
+    for consignor in db.session.query(Consignor).order_by(Consignor.id):
+        consignor.credit_cents = rng.choice([0, 0, rng.randrange(100, 20000)])
+        if rng.random() < 0.6:
+            consignor.last_payout_on = today - timedelta(days=rng.randrange(1, 120))
+        for item in consignor.items:
+            item.expires_on = today + timedelta(days=rng.randrange(-10, 90))
 
 
 def _add_customer(first: str, last: str, email: str | None, rng: random.Random) -> None:

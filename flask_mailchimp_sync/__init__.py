@@ -28,6 +28,7 @@ from .exceptions import (
 )
 from .extension import DEFAULT_CONFIG, MailchimpSync
 from .logs import RedactSecrets
+from .merge_fields import MergeField
 from .sources import Contact, ContactSource
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "MailchimpSyncError",
     "MailchimpUnreachableError",
     "MalformedEvent",
+    "MergeField",
     "RedactSecrets",
     "StoredKeyUnreadableError",
     "SyncRefused",

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from flask.cli import AppGroup
 
-from . import connection, words
+from . import connection, fields, words
 from ._state import get_extension, real_app
 from .connection import AudienceChoice
 from .engine.delivery import drain
@@ -210,7 +210,38 @@ def sync_command(dry_run: bool, role: str | None, full: bool) -> None:
 def describe_counts(run: Any) -> str:
     counts = ", ".join(f"{getattr(run, name)} {name.replace('_', ' ')}" for name in OUTCOMES)
     note = " (preview: nothing was sent)" if run.dry_run else ""
-    return f"Run #{run.id} {run.state}: {counts}{note}."
+    notes = "".join(f"\nNote: {line}" for line in (run.notes or "").splitlines())
+    return f"Run #{run.id} {run.state}: {counts}{note}.{notes}"
+
+
+@mailchimp_cli.command("fields")
+@click.option("--create", is_flag=True, help="Create the missing fields in every audience.")
+@ready
+def fields_command(create: bool) -> None:
+    """Each declared merge field in each chosen audience: present, missing or another type."""
+    extension = get_extension()
+    try:
+        if create:
+            for audience, tag in fields.create_missing(extension):
+                click.echo(f"Created {tag} in {audience.name}.")
+        audiences = fields.report(extension)
+    except MailchimpSyncError as problem:
+        raise click.ClickException(str(problem)) from None
+    if not audiences:
+        click.echo("No chosen audience has declared merge fields (MergeField in add_source).")
+    for audience in audiences:
+        click.echo(f"{audience.name} ({audience.audience_id}), for {', '.join(audience.roles)}:")
+        if audience.problem:
+            click.echo(f"  could not read its fields: {audience.problem}")
+        for found in audience.fields:
+            other = f" ({found.found_type}, declared {found.declared.type})"
+            click.echo(
+                f"  {found.tag:<10} {found.declared.name} [{found.declared.type}]: "
+                f"{found.state}{other if found.state == fields.OTHER_TYPE else ''}"
+            )
+    missing = sum(len(a.missing) for a in audiences)
+    if missing and not create:
+        click.echo(f"{missing} missing; `flask mailchimp fields --create` creates them.")
 
 
 @mailchimp_cli.command("reconcile")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,11 +21,11 @@ from mailchimp3.mailchimpclient import MailChimpError
 
 from . import budget
 from ._version import __version__
+from .call_policy import backoff_delay, is_transient, translate_error
 from .crypto import data_center
 from .exceptions import (
     AudienceNotFoundError,
     MailchimpApiError,
-    MailchimpKeyRejectedError,
     MailchimpUnreachableError,
 )
 
@@ -153,6 +152,18 @@ class MailchimpApi:
             fields="merge_fields.tag",
         )  # fmt: skip
         return {field["tag"] for field in page.get("merge_fields", [])}
+
+    def merge_fields(self, audience_id: str) -> list[dict[str, Any]]:
+        """The audience's merge fields: tag, name and type of each."""
+        page = self._call(
+            self._client.lists.merge_fields.all, audience_id, get_all=False, count=1000,
+            fields="merge_fields.tag,merge_fields.name,merge_fields.type",
+        )  # fmt: skip
+        return list(page.get("merge_fields", []))
+
+    def add_merge_field(self, audience_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a merge field (``POST /lists/{id}/merge-fields``)."""
+        return dict(self._call(self._client.lists.merge_fields.create, audience_id, body))
 
     # -- members -----------------------------------------------------------------------
 
@@ -343,6 +354,18 @@ class MailchimpApi:
             attempt += 1
 
 
+#: Staff wait on these calls: a slow Mailchimp must not hold the page for long.
+STAFF_TIMEOUT = 10.0
+
+
+def staff_api(api_key: str, config: Mapping[str, Any]) -> MailchimpApi:
+    """For calls staff wait on: one attempt, a short timeout; a failure is reported at
+    once, and staff try again."""
+    config = dict(config)
+    config["MAILCHIMP_SYNC_TIMEOUT"] = min(float(config["MAILCHIMP_SYNC_TIMEOUT"]), STAFF_TIMEOUT)
+    return MailchimpApi(api_key, config, retries=0)
+
+
 def _batch_results(archive: bytes, count: int) -> list[tuple[int, dict[str, Any]]]:
     """Mailchimp's results archive: a gzipped tar of JSON lists of operation results."""
     found: dict[int, tuple[int, dict[str, Any]]] = {}
@@ -359,46 +382,11 @@ def _batch_results(archive: bytes, count: int) -> list[tuple[int, dict[str, Any]
     return [found.get(n, (0, {})) for n in range(count)]
 
 
-def backoff_delay(attempt: int, base: float, cap: float = 30.0) -> float:
-    """Exponential backoff with full jitter: spreads retries of many workers apart.
-
-    The one backoff of the extension: Mailchimp calls, outbox retries and the
-    dispatcher's hand-overs to Redis differ only in *base* and *cap*.
-    """
-    ceiling = min(cap, base * 2 ** min(attempt, 32))
-    return random.uniform(0, ceiling)  # jitter, not cryptography
-
-
-def is_transient(status: int, *, titled: bool) -> bool:
-    """Whether an answer means "try again later" (0: no answer at all).
-
-    A bodyless 403 is Mailchimp's edge throttling; a 403 with a body is a real refusal.
-    """
-    return status in (429, 0) or status >= 500 or (status == 403 and not titled)
-
-
 def tag_changes(active: Iterable[str], inactive: Iterable[str]) -> dict[str, Any]:
     """The body of ``POST .../members/{hash}/tags``: tags to add and to remove."""
     tags = [{"name": t, "status": "active"} for t in sorted(active)]
     tags += [{"name": t, "status": "inactive"} for t in sorted(inactive)]
     return {"tags": tags}
-
-
-def translate_error(error: MailChimpError) -> MailchimpApiError:
-    """mailchimp3's error (a dict holding the response and the JSON body, if any) as ours."""
-    info = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
-    response = info.get("response")
-    status = int(info.get("status") or getattr(response, "status_code", 0) or 0)
-    title = str(info.get("title") or "")
-    detail = str(info.get("detail") or "")
-    if status == 401:
-        return MailchimpKeyRejectedError(detail)
-    if status == 429 or status >= 500 or not detail:
-        said = f": {detail}" if detail else ""
-        message = f"Mailchimp answered with an error (HTTP {status}){said}. Try again in a moment."
-    else:
-        message = f"Mailchimp refused the request: {detail}"
-    return MailchimpApiError(message, status=status, title=title, detail=detail)
 
 
 def _audience(item: Mapping[str, Any]) -> AudienceInfo:

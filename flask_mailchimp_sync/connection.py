@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flask import current_app
 
 from . import public_url
-from .client import AudienceInfo, MailchimpApi
+from .client import AudienceInfo, MailchimpApi, staff_api
 from .crypto import data_center
 from .exceptions import ConnectionProblem, MailchimpSyncError, StoredKeyUnreadableError
 from .public_url import webhook_url
@@ -40,15 +40,8 @@ class AudienceChoice:
     tag: str | None = None
 
 
-#: Staff wait on these calls: a slow Mailchimp must not hold the page for long.
-STAFF_TIMEOUT = 10.0
-
-
 def _staff_api(api_key: str) -> MailchimpApi:
-    """One attempt, a short timeout: a failure is reported at once, staff try again."""
-    config = dict(current_app.config)
-    config["MAILCHIMP_SYNC_TIMEOUT"] = min(float(config["MAILCHIMP_SYNC_TIMEOUT"]), STAFF_TIMEOUT)
-    return MailchimpApi(api_key, config, retries=0)
+    return staff_api(api_key, current_app.config)
 
 
 def connect(

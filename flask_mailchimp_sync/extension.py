@@ -9,17 +9,19 @@ from typing import Any
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import bounds, logs, public_url, realtime, webhooks
+# run_pages and views are imported for their routes: importing them adds them to the blueprint.
+from . import bounds, logs, public_url, realtime, run_pages, views, webhooks  # noqa: F401
 from ._state import EXTENSION_KEY, AppState, app_state
 from .cli import mailchimp_cli
 from .exceptions import AccessDenied, AccessNotConfigured, TablesMissing, TablesMissingError
+from .field_specs import FieldSpec
 from .layout import DEFAULT_FLASH_CATEGORIES
 from .models import Models, models_for
-from .sources import ContactSource, FieldSpec, MergeFieldsSpec
+from .pages import blueprint
+from .sources import ContactSource, MergeFieldsSpec, TagsSpec
 from .status import member_status
 from .store import SettingsStore
 from .tables import require_tables
-from .views import blueprint
 
 #: Every config key the extension reads, with its default. Documented in the README.
 DEFAULT_CONFIG: Mapping[str, Any] = {
@@ -89,7 +91,7 @@ class MailchimpSync:
     :param db: the host's Flask-SQLAlchemy object; the extension's tables join its
         metadata and its writes join the host's session.
     :param register_blueprint: add the staff page to the app (at
-        ``MAILCHIMP_SYNC_URL_PREFIX``); turn off to register :data:`.views.blueprint`
+        ``MAILCHIMP_SYNC_URL_PREFIX``); turn off to register :data:`.pages.blueprint`
         yourself.
     """
 
@@ -191,6 +193,7 @@ class MailchimpSync:
         first_name: FieldSpec | None = None,
         last_name: FieldSpec | None = None,
         merge_fields: MergeFieldsSpec | None = None,
+        tags: TagsSpec | None = None,
         set_marketing: Callable[[Any, bool], None] | None = None,
         watch: Mapping[type, Callable[[Any], Any]] | None = None,
         label: Callable[[Any], str | None] | None = None,
@@ -200,7 +203,11 @@ class MailchimpSync:
 
         Each field is an attribute name (dotted paths follow relationships), a SQL
         expression or a callable taking the instance; see :mod:`.sources`.
-        *merge_fields* is a callable returning extra Mailchimp merge fields.
+        *merge_fields* is a dict of :class:`~.merge_fields.MergeField` declarations by
+        merge tag (typed values, fields the page and ``flask mailchimp fields`` can create
+        in Mailchimp), or a callable returning a dict of extra merge fields as they are.
+        *tags* is a callable returning the names of the tags a contact should have; the
+        shop adds and removes those, and never removes a tag it did not set.
         *set_marketing* (``(instance, value)``) writes the flag when someone unsubscribes
         in Mailchimp and *marketing* is not an attribute path that can be written.
         *watch* maps models more than one relationship away that a field reads to a
@@ -220,6 +227,7 @@ class MailchimpSync:
             first_name=first_name,
             last_name=last_name,
             merge_fields=merge_fields,
+            tags=tags,
             set_marketing=set_marketing,
             watch=watch,
             label=label,

@@ -55,6 +55,13 @@ class AudiencesFormBase(FlaskForm):
     double_opt_in = BooleanField("Ask new subscribers to confirm by email first (double opt-in)")
     profile_updates = BooleanField("Take name changes made in Mailchimp into the shop")
     realtime = BooleanField("Send each change to Mailchimp as it happens (real-time updates)")
+    #: A Sync every day, for values that change with time alone (items expiring soon).
+    daily_hour = SelectField(
+        "Sync every day",
+        choices=[select_choice("", "Off")]
+        + [select_choice(str(hour), f"at {hour:02d}:00 UTC") for hour in range(24)],
+        default="",
+    )
     save = SubmitField("Save settings")
 
 
@@ -77,6 +84,12 @@ class SyncForm(FlaskForm):
 
     sync = SubmitField("Sync")
     preview = SubmitField("Preview")
+
+
+class FieldsForm(FlaskForm):
+    """The Fields section's button: create the declared fields an audience lacks."""
+
+    create_fields = SubmitField("Create missing fields")
 
 
 def role_field(role_index: int, kind: str) -> str:

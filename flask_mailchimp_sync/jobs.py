@@ -21,7 +21,7 @@ from flask import Flask, current_app, has_app_context
 
 from ._state import app_state, get_extension, real_app
 from .budget import redis_url
-from .client import backoff_delay
+from .call_policy import backoff_delay
 from .engine import locks
 from .engine.delivery import drain
 from .engine.runner import SyncRunner, targets_for
@@ -205,7 +205,7 @@ def enqueue_run(run_id: int) -> None:
 
     try:
         queue(app).enqueue(
-            JOB_PATH, run_id, job_timeout=_job_timeout(app), failure_ttl=7 * 24 * 3600
+            JOB_PATH, run_id, job_timeout=job_timeout(app), failure_ttl=7 * 24 * 3600
         )
     except RedisError as error:
         log.warning("Could not queue Mailchimp sync run %s: %s", run_id, error)
@@ -226,7 +226,7 @@ def enqueue_drain(app: Flask, delay: float = 0.0) -> None:
     if delay:
         queue(app).enqueue_in(timedelta(seconds=delay), DRAIN_JOB_PATH)
     else:
-        queue(app).enqueue(DRAIN_JOB_PATH, job_timeout=_job_timeout(app))
+        queue(app).enqueue(DRAIN_JOB_PATH, job_timeout=job_timeout(app))
 
 
 def queue(app: Flask) -> Any:
@@ -240,12 +240,12 @@ def queue(app: Flask) -> Any:
     return Queue(app.config["MAILCHIMP_SYNC_QUEUE"], connection=Redis.from_url(url))
 
 
-def _job_timeout(app: Flask) -> int:
+def job_timeout(app: Flask) -> int:
     # A live run refreshes its locks; a job four lock-lifetimes long is surely stuck.
     return int(app.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"]) * 4
 
 
-def _job_extension() -> MailchimpSync:
+def job_extension() -> MailchimpSync:
     if not has_app_context():
         raise RuntimeError(
             "Mailchimp sync jobs need the Flask app: run the worker with `flask mailchimp worker`."
@@ -255,7 +255,7 @@ def _job_extension() -> MailchimpSync:
 
 def run_drain_job() -> None:
     """The job: deliver the outbox; schedules its own retry when something waits."""
-    extension = _job_extension()
+    extension = job_extension()
     try:
         result = drain(extension)
     finally:
@@ -343,7 +343,7 @@ _dispatcher_lock = threading.Lock()
 
 def run_sync_job(run_id: int) -> None:
     """The job: carry out run *run_id* (needs the app context, which the worker provides)."""
-    extension = _job_extension()
+    extension = job_extension()
     try:
         execute_run(extension, run_id)
     finally:

@@ -95,6 +95,8 @@ def _define(db: SQLAlchemy) -> Models:
         webhook_secret = sa.Column(sa.String(64))
         #: Apply Mailchimp "profile" events (name changes) to the shop's contacts.
         profile_updates = sa.Column(sa.Boolean, nullable=False, default=False)
+        #: The hour (UTC) of the daily Sync, or ``None`` when there is none.
+        daily_sync_hour = sa.Column(sa.Integer)
         webhook_last_event = sa.Column(sa.String(255))
         webhook_last_event_at = sa.Column(Timestamp)
         audiences = orm.relationship(
@@ -210,6 +212,8 @@ def _define(db: SQLAlchemy) -> Models:
         marketing = sa.Column(sa.Boolean, nullable=False)
         #: JSON of the merge fields (FNAME, LNAME and the source's extras).
         merge_fields = sa.Column(sa.Text, nullable=False)
+        #: The contact's computed tags, comma-separated (the role's tag is ``tag``).
+        tags = sa.Column(sa.Text, nullable=False, default="")
         #: Of this contact's data (address, consent, tag, merge fields).
         fingerprint = sa.Column(sa.String(64), nullable=False)
 
@@ -285,6 +289,9 @@ def _define(db: SQLAlchemy) -> Models:
         total = sa.Column(sa.Integer, nullable=False, default=0)
         processed = sa.Column(sa.Integer, nullable=False, default=0)
         error = sa.Column(sa.Text)
+        #: What staff should know of a run that went through: an audience lacking a
+        #: declared merge field, say. One sentence a line.
+        notes = sa.Column(sa.Text)
 
     class MailchimpDelivery(OutcomeCounts, Base):
         """One real-time delivery: the changed contacts sent, and what came of them.

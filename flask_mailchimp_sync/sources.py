@@ -1,17 +1,7 @@
 """How a host model becomes contacts.
 
 A host registers a model once, saying which role its rows play and how to read each
-field. Every field accepts one of three things, so that hosts of any shape fit:
-
-- a string: an attribute path on the model (``"email"``), which may follow
-  relationships (``"profile.accepts_marketing"``; related rows are loaded with one
-  extra query per chunk, not one per contact). Paths are resolved on first use, once
-  SQLAlchemy has configured the mappers, so relationships declared as backrefs on
-  another model work;
-- a SQL expression (a column, ``func.lower(Customer.email)``, a correlated
-  ``scalar_subquery()``, a hybrid property): evaluated by the database;
-- a callable taking the model instance (``lambda c: c.name.split()[0]``).
-
+field (an attribute path, a SQL expression or a callable: see :mod:`.field_specs`).
 Reading is streamed in primary-key order, a chunk at a time, so memory stays flat
 however many contacts a shop has.
 """
@@ -26,16 +16,20 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import orm
-from sqlalchemy.sql.elements import ColumnElement
 
 from . import emails, many
-from .exceptions import ConfigurationError
+from .field_specs import FieldReader, FieldSpec, is_consent, text_value
+from .merge_fields import MergeField, check_tag, formatted, tag_names
+from .plain_reads import columns_query
 from .watches import watches_for
+from .write_back import WritesBack
 
 log = logging.getLogger(__name__)
 
-FieldSpec = str | ColumnElement[Any] | Callable[[Any], Any]
-MergeFieldsSpec = Callable[[Any], Mapping[str, Any]]
+#: A callable returning a dict of extra merge fields, or typed declarations by merge tag.
+MergeFieldsSpec = Callable[[Any], Mapping[str, Any]] | Mapping[str, MergeField]
+#: A callable giving the names of the tags a contact should have (computed tags).
+TagsSpec = Callable[[Any], Any]
 
 #: Roles become Mailchimp tag names by default; Mailchimp caps a tag name at 100.
 MAX_ROLE_LENGTH = 100
@@ -58,77 +52,13 @@ class Contact:
     last_name: str | None
     marketing: bool
     merge_fields: Mapping[str, Any] = field(default_factory=dict)
+    #: Computed tags (``tags=`` of the source); the role's tag is added per audience.
+    tags: frozenset[str] = frozenset()
+    #: What was changed to fit Mailchimp (a text cut to its limit), one sentence each.
+    notes: tuple[str, ...] = ()
 
 
-class _Field:
-    """One way of reading a value from a row: attribute path, SQL expression or callable."""
-
-    def __init__(self, model: type, name: str, spec: FieldSpec) -> None:
-        self.model = model
-        self.name = name
-        self.label = f"mailchimp_sync_{name}"
-        self.path: tuple[str, ...] = ()
-        self.expression: ColumnElement[Any] | None = None
-        self.function: Callable[[Any], Any] | None = None
-        if isinstance(spec, str):
-            self.path = tuple(spec.split("."))
-            if not all(self.path):
-                raise ValueError(
-                    f"{spec!r} is not an attribute path for the contact's {name}: pass an "
-                    "attribute name (dotted to follow relationships), a SQL expression or a "
-                    "callable."
-                )
-        elif hasattr(spec, "__clause_element__") or isinstance(spec, ColumnElement):
-            self.expression = spec  # type: ignore[assignment]
-        elif callable(spec):
-            self.function = spec
-        else:
-            raise TypeError(
-                f"The contact's {name} must be an attribute name, a SQL expression or a "
-                f"callable, not {type(spec).__name__}."
-            )
-
-    def check_path(self) -> None:
-        """Raise :class:`ConfigurationError` unless the path leads somewhere: every hop but
-        the last a relationship. Needs configured mappers (backrefs exist only then)."""
-        owner: Any = self.model
-        for n, hop in enumerate(self.path):
-            attribute = getattr(owner, hop, None)
-            if attribute is None:
-                raise ConfigurationError(
-                    f"{owner.__name__} has no attribute {hop!r} (the contact's {self.name} "
-                    f"is read from {'.'.join(self.path)!r}). Pass an attribute name (dotted to "
-                    "follow relationships), a SQL expression or a callable."
-                )
-            if n == len(self.path) - 1:
-                return
-            prop = getattr(attribute, "property", None)
-            if not isinstance(prop, orm.RelationshipProperty):
-                raise ConfigurationError(
-                    f"{owner.__name__}.{hop} is not a relationship, so the path "
-                    f"{'.'.join(self.path)!r} (the contact's {self.name}) cannot go past it. "
-                    "Pass a callable taking the instance instead."
-                )
-            owner = prop.mapper.class_
-
-    def relationship_path(self) -> tuple[str, ...]:
-        """The relationship hops of an attribute path (all but its last segment)."""
-        return self.path[:-1]
-
-    def read(self, instance: Any, row: Any) -> Any:
-        if self.expression is not None:
-            return getattr(row, self.label)
-        if self.function is not None:
-            return self.function(instance)
-        value = instance
-        for attribute in self.path:
-            if value is None:
-                return None
-            value = getattr(value, attribute)
-        return value
-
-
-class ContactSource:
+class ContactSource(WritesBack):
     """A host model registered as contacts of one role.
 
     Created by :meth:`MailchimpSync.add_source`; hosts rarely touch it directly.
@@ -144,6 +74,7 @@ class ContactSource:
         first_name: FieldSpec | None = None,
         last_name: FieldSpec | None = None,
         merge_fields: MergeFieldsSpec | None = None,
+        tags: TagsSpec | None = None,
         set_marketing: Callable[[Any, bool], None] | None = None,
         watch: Mapping[type, Callable[[Any], Any]] | None = None,
         label: Callable[[Any], str | None] | None = None,
@@ -154,8 +85,15 @@ class ContactSource:
                 f"A source's role must be a non-blank name of at most {MAX_ROLE_LENGTH} "
                 f"characters, such as 'customer' or 'consignor'; got {role!r}."
             )
-        if merge_fields is not None and not callable(merge_fields):
-            raise TypeError("merge_fields must be a callable taking the model instance.")
+        if merge_fields is not None and not (
+            callable(merge_fields) or isinstance(merge_fields, Mapping)
+        ):
+            raise TypeError(
+                "merge_fields must be a callable taking the model instance, or a dict of "
+                "MergeField declarations by merge tag."
+            )
+        if tags is not None and not callable(tags):
+            raise TypeError("tags must be a callable taking the model instance.")
         mapper: Any = sa.inspect(model, raiseerr=False)
         if not isinstance(mapper, orm.Mapper):
             raise TypeError(f"{model!r} is not a mapped SQLAlchemy model.")
@@ -168,7 +106,19 @@ class ContactSource:
         self.role = role.strip()
         self.name = f"{self.role}:{mapper.local_table.name}"  # type: ignore[attr-defined]
         self._primary_key: str = mapper.get_property_by_column(mapper.primary_key[0]).key
-        self._merge_fields = merge_fields
+        self._merge_fields = merge_fields if callable(merge_fields) else None
+        #: Typed merge fields by merge tag (from a dict of declarations).
+        self.declared: dict[str, MergeField] = {}
+        if isinstance(merge_fields, Mapping):
+            for tag, declared in merge_fields.items():
+                if not isinstance(declared, MergeField):
+                    raise TypeError(
+                        f"The merge field {tag!r} must be declared with MergeField(name, "
+                        "type, value), such as MergeField('Store credit', 'number', "
+                        "'credit')."
+                    )
+                self.declared[check_tag(tag)] = declared
+        self._tags = tags
         self._set_marketing = set_marketing
         #: The fields as a plain-column query: worked out on first use (mappers are
         #: configured by then); ``False`` when the source needs its model instances.
@@ -180,7 +130,7 @@ class ContactSource:
         #: instance(s) a changed row concerns.
         self.extra_watches: Mapping[type, Callable[[Any], Any]] = dict(watch or {})
         self._fields = [
-            _Field(model, name, spec)
+            FieldReader(model, name, spec)
             for name, spec in (
                 ("email", email),
                 ("marketing", marketing),
@@ -189,6 +139,12 @@ class ContactSource:
             )
             if spec is not None
         ]
+        self._typed: list[tuple[str, str, FieldReader]] = []
+        for n, (tag, declared) in enumerate(self.declared.items()):
+            typed = FieldReader(model, f"merge field {tag}", declared.value)
+            typed.label = f"mailchimp_sync_merge_{n}"
+            self._typed.append((tag, declared.type, typed))
+        self._fields += [typed for _tag, _type, typed in self._typed]
 
         self._warn_unfollowable()
 
@@ -242,16 +198,29 @@ class ContactSource:
     def contact_from_row(self, instance: Any, row: Any = None) -> Contact:
         """Read one contact from a model instance (and its query row, for SQL fields)."""
         values = {f.name: f.read(instance, row) for f in self._fields}
+        return self._contact(getattr(instance, self._primary_key), values, instance)
+
+    def _contact(self, key: Any, values: Mapping[str, Any], instance: Any) -> Contact:
+        """The contact of these field values (*instance* for the callables, if any)."""
         extras = dict(self._merge_fields(instance) or {}) if self._merge_fields else {}
+        notes = []
+        for tag, kind, typed in self._typed:
+            value, note = formatted(kind, values[typed.name])
+            if value is not None:
+                extras[tag] = value
+            if note is not None:
+                notes.append(f"{tag} {note}.")
         return Contact(
             source=self.name,
             role=self.role,
-            key=str(getattr(instance, self._primary_key)),
-            email=_text(values.get("email")),
-            first_name=_text(values.get("first_name")),
-            last_name=_text(values.get("last_name")),
-            marketing=_is_consent(values.get("marketing")),
+            key=str(key),
+            email=text_value(values.get("email")),
+            first_name=text_value(values.get("first_name")),
+            last_name=text_value(values.get("last_name")),
+            marketing=is_consent(values.get("marketing")),
             merge_fields=extras,
+            tags=tag_names(self._tags(instance)) if self._tags is not None else frozenset(),
+            notes=tuple(notes),
         )
 
     def iter_contacts(self, session: orm.Session, *, chunk_size: int = 1000) -> Iterator[Contact]:
@@ -284,7 +253,8 @@ class ContactSource:
                 yield [self._contact_from_columns(row) for row in rows]
             if len(rows) < chunk_size:
                 return
-            last_key = rows[-1][0] if columns is not None else self.key_value(rows[-1][0])
+            last = rows[-1][0]  # the key itself, or the instance
+            last_key = last if columns is not None else getattr(last, self._primary_key)
 
     def contacts_by_keys(self, session: orm.Session, keys: list[str]) -> list[Contact]:
         """The contacts with these primary keys (as text) that still exist, 500 a query."""
@@ -303,29 +273,21 @@ class ContactSource:
                 found += [self._contact_from_columns(row) for row in rows]
         return found
 
-    def key_value(self, instance: Any) -> Any:
-        return getattr(instance, self._primary_key)
-
     def _plain_query(self) -> sa.Select[Any] | None:
         """The fields as plain columns (the key first), or ``None`` when one needs the
-        model instance: a callable, or a path through a collection or further away."""
+        model instance: a callable (a field, ``merge_fields=`` or ``tags=``), or a path
+        through a collection or further away."""
         if self._plain is None:
             self.resolve()  # the paths, checked once the mappers (and backrefs) exist
-            query = _columns_query(self)
+            query = None
+            if self._merge_fields is None and self._tags is None:
+                query = columns_query(self.model, self._primary_key, self._fields)
             self._plain = False if query is None else query
         return None if self._plain is False else self._plain  # type: ignore[return-value]
 
     def _contact_from_columns(self, row: Any) -> Contact:
         values = {f.name: row[n] for n, f in enumerate(self._fields, start=1)}
-        return Contact(
-            source=self.name,
-            role=self.role,
-            key=str(row[0]),
-            email=_text(values.get("email")),
-            first_name=_text(values.get("first_name")),
-            last_name=_text(values.get("last_name")),
-            marketing=_is_consent(values.get("marketing")),
-        )
+        return self._contact(row[0], values, None)
 
     def get_contact(self, session: orm.Session, key: Any) -> Contact | None:
         """Read the contact with primary key *key* (or its text), ``None`` when it is gone."""
@@ -408,62 +370,12 @@ class ContactSource:
             column = getattr(self.model, field.path[0])
         query = self._query()
         if column is not None and wanted is not None:  # else read them all
-            query = query.where(column.ilike(_containing(wanted), escape="\\"))
+            query = query.where(column.ilike(emails.like_pattern(wanted), escape="\\"))
         return [
             (row[0], row)
             for row in session.execute(query)
-            if wanted is not None and emails.identity(_text(field.read(row[0], row))) == wanted
+            if wanted is not None and emails.identity(text_value(field.read(row[0], row))) == wanted
         ]
-
-    def _field(self, name: str) -> _Field | None:
-        return next((f for f in self._fields if f.name == name), None)
-
-    # -- writing back (Mailchimp -> shop) ---------------------------------------------
-
-    def withdraw_consent(self, instance: Any) -> bool:
-        """Turn the marketing flag off; ``False`` when it was off already (or unwritable).
-
-        A flag read through an attribute path is written through it; for a callable or
-        SQL expression the host passes ``set_marketing`` to ``add_source``.
-        """
-        if self._set_marketing is not None:
-            field = self._field("marketing")
-            # An SQL expression needs a row to be read: then the flag is simply written.
-            readable = field if field is not None and field.expression is None else None
-            if readable is not None and not _is_consent(readable.read(instance, None)):
-                return False  # off already: nothing to write (or to count)
-            self._set_marketing(instance, False)
-            return True
-        return self._write(instance, "marketing", False, only_if=_is_consent)
-
-    def change_email(self, instance: Any, email: str) -> bool:
-        """Write a new address (attribute-path emails only)."""
-        return self._write(instance, "email", email)
-
-    def change_names(self, instance: Any, first_name: str | None, last_name: str | None) -> bool:
-        """Write names from Mailchimp where the source reads them by attribute path."""
-        changed = False
-        for name, value in (("first_name", first_name), ("last_name", last_name)):
-            if value is not None:
-                changed |= self._write(instance, name, value)
-        return changed
-
-    def _write(
-        self, instance: Any, name: str, value: Any, only_if: Callable[[Any], bool] | None = None
-    ) -> bool:
-        field = self._field(name)
-        if field is None or not field.path:
-            return False
-        owner = instance
-        for hop in field.path[:-1]:
-            owner = getattr(owner, hop)
-            if owner is None:  # no related row (e.g. no preferences): nothing to turn off
-                return False
-        current = getattr(owner, field.path[-1])
-        if current == value or (only_if is not None and not only_if(current)):
-            return False
-        setattr(owner, field.path[-1], value)
-        return True
 
     def _columns(self) -> set[str]:
         mapper: Any = sa.inspect(self.model)
@@ -476,88 +388,12 @@ class ContactSource:
 
     def reads_anything(self) -> bool:
         """Whether a field is a callable or SQL expression, whose reads are unknown."""
-        return self._merge_fields is not None or any(not f.path for f in self._fields)
+        return (
+            self._merge_fields is not None
+            or self._tags is not None
+            or any(not f.path for f in self._fields)
+        )
 
     def paths(self) -> list[tuple[str, ...]]:
         """The attribute paths the fields read."""
         return [f.path for f in self._fields if f.path]
-
-
-def _containing(identity: str) -> str:
-    """A LIKE pattern matching every spelling of *identity* (and more)."""
-    escaped = identity.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return "%" + "".join(c if c.isascii() else "_" for c in escaped) + "%"
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _is_consent(value: Any) -> bool:
-    # Only an explicit true is consent: NULL, a missing related row, "no" or "" are not.
-    return value is True or (isinstance(value, int) and value == 1)
-
-
-def _columns_query(source: ContactSource) -> sa.Select[Any] | None:
-    """A query of the source's key and fields as plain columns, or ``None``.
-
-    Only where reading the instance would give the very same values: no callable, and
-    each path a column of the model or of a row one relationship away that is unique
-    for the contact (many-to-one, or one-to-one on the related row's key). A related
-    column is a correlated subquery (a missing row reads as ``None``, as it does on
-    the instance): the database looks up each row of a chunk by its key, whatever its
-    statistics say, where a join could be planned as a scan of the whole related table
-    for every chunk.
-    """
-    if source._merge_fields is not None:
-        return None
-    model: Any = source.model
-    mapper: Any = sa.inspect(model)
-    selected: list[Any] = [getattr(model, source._primary_key)]
-    for field_ in source._fields:
-        if field_.expression is not None:
-            selected.append(field_.expression)
-            continue
-        if field_.function is not None or len(field_.path) > 2:
-            return None
-        if len(field_.path) == 1:
-            column = _column_attribute(mapper, model, field_.path[0])
-        else:
-            column = _related_column(mapper, *field_.path)
-        if column is None:
-            return None
-        selected.append(column)
-    return sa.select(*selected)
-
-
-def _column_attribute(mapper: Any, owner: Any, name: str) -> Any:
-    """``owner.name`` when it is a mapped column (not a property or a relationship)."""
-    return getattr(owner, name) if name in mapper.column_attrs else None
-
-
-def _related_column(mapper: Any, hop: str, name: str) -> Any:
-    """Column *name* of the row relationship *hop* leads to, as a scalar subquery, when
-    there is at most one such row (and it lives in another table)."""
-    relationship = mapper.relationships.get(hop) if hop in mapper.relationships else None
-    if relationship is None or relationship.uselist or relationship.secondary is not None:
-        return None
-    target = relationship.mapper
-    if target.local_table is mapper.local_table:
-        return None  # the same table on both sides: leave it to the instances
-    if relationship.direction is not orm.MANYTOONE:
-        remote = {column.key for column in relationship.remote_side}
-        keys = [{c.key for c in target.primary_key}]
-        keys += [
-            {c.key for c in constraint.columns}
-            for constraint in target.local_table.constraints
-            if isinstance(constraint, sa.UniqueConstraint)
-        ]
-        if not any(key <= remote for key in keys):
-            return None
-    column = _column_attribute(target, target.class_, name)
-    if column is None:
-        return None
-    return sa.select(column).where(relationship.primaryjoin).scalar_subquery()

@@ -11,11 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from flask import (
-    Blueprint,
-    Response,
-    abort,
     current_app,
-    jsonify,
     redirect,
     render_template,
     request,
@@ -24,92 +20,30 @@ from flask import (
 )
 from flask_wtf import FlaskForm
 
-from . import connection, words
+from . import connection, fields, words
 from ._state import get_extension, real_app
 from .client import AudienceInfo
 from .connection import AudienceChoice, default_tag
 from .crypto import decrypt_api_key, encrypt_api_key
-from .engine.members import LISTED, OUTCOMES
+from .daily import cron_line, schedule_daily_sync
 from .exceptions import ConnectionProblem, MailchimpSyncError, StoredKeyUnreadableError, SyncRefused
 from .forms import (
     NOT_SYNCED,
     DisconnectForm,
+    FieldsForm,
     SyncForm,
     WebhookForm,
     audiences_form,
     connect_form,
     role_field,
 )
-from .jobs import dispatcher, start_syncs
-from .layout import flash_message, template_context
+from .jobs import dispatcher, redis_url, start_syncs
+from .layout import flash_message
+from .pages import blueprint
 from .realtime import outbox_summary, recent_deliveries, waiting_for_first_sync
 
 if TYPE_CHECKING:
     from .extension import MailchimpSync
-
-blueprint = Blueprint("mailchimp_sync", __name__, template_folder="templates")
-
-#: The largest id of the extension's tables on every database (PostgreSQL's ``integer``).
-MAX_ID = 2**31 - 1
-
-
-# Globals, not context: the templates' imported macros see them too.
-@blueprint.app_template_global("mailchimp_sync_outcomes")
-def outcomes() -> tuple[str, ...]:
-    """Every outcome a run or delivery counts, in page order."""
-    return OUTCOMES
-
-
-@blueprint.app_template_global("mailchimp_sync_listed")
-def listed_outcomes() -> tuple[str, ...]:
-    """The outcomes listed contact by contact."""
-    return LISTED
-
-
-@blueprint.app_template_global("mailchimp_sync_state")
-def state_words(run: Any) -> str:
-    """A run's state in plain words ("In progress", "Failed")."""
-    return words.state_text(run)
-
-
-@blueprint.app_template_global("mailchimp_sync_outcome_word")
-def outcome_word(name: str) -> str:
-    return words.OUTCOME_WORDS.get(name, name.replace("_", " "))
-
-
-@blueprint.app_template_global("mailchimp_sync_audiences_of")
-def audiences_of(run: Any, names: dict[str, str]) -> str:
-    return words.audiences_of(run, names)
-
-
-@blueprint.app_template_filter("mailchimp_sync_text")
-def mailchimp_text(reason: str | None) -> str:
-    """Mailchimp's error text, readable (whose support; one full stop)."""
-    return words.mailchimp_text(reason)
-
-
-@blueprint.before_request
-def check_access() -> Any:
-    return get_extension().check_access()
-
-
-@blueprint.after_request
-def refuse_framing(response: Response) -> Response:
-    """Pages that connect accounts and start syncs are never shown inside another site's
-    frame (clickjacking), unless the host allows it; headers the host set stay."""
-    ancestors = current_app.config["MAILCHIMP_SYNC_FRAME_ANCESTORS"]
-    if ancestors:
-        response.headers.setdefault("Content-Security-Policy", f"frame-ancestors {ancestors}")
-        # The older header, for browsers without CSP, knows only these two.
-        legacy = {"'none'": "DENY", "'self'": "SAMEORIGIN"}.get(ancestors)
-        if legacy:
-            response.headers.setdefault("X-Frame-Options", legacy)
-    return response
-
-
-@blueprint.context_processor
-def layout() -> dict[str, Any]:
-    return template_context(get_extension())
 
 
 @blueprint.get("/")
@@ -194,6 +128,8 @@ def audiences() -> Any:
             )
             settings.profile_updates = bool(form.profile_updates.data)
             realtime_was, settings.realtime = settings.realtime, bool(form.realtime.data)
+            daily_was = settings.daily_sync_hour
+            settings.daily_sync_hour = int(form.daily_hour.data) if form.daily_hour.data else None
         except ConnectionProblem as problem:
             extension.db.session.rollback()
             _field_for(form, extension, problem, "audience").errors.append(problem.message)
@@ -202,6 +138,8 @@ def audiences() -> Any:
             if settings.realtime and not realtime_was:
                 dispatcher(real_app()).nudge()  # deliver what waited meanwhile
             flash_message(_saved_message(settings), "success")
+            if settings.daily_sync_hour != daily_was:
+                _schedule_daily(settings.daily_sync_hour)
             _flash_if(connection.register_webhooks(extension))
             # Nothing is sent now: the staff's first Sync (after a Preview) comes first.
             return redirect(url_for(".settings_page"))
@@ -269,6 +207,45 @@ def sync() -> Any:
     return redirect(url_for(".run_page", run_id=runs[0].id))
 
 
+def _schedule_daily(hour: int | None) -> None:
+    """Put the daily Sync on RQ's schedule (or take it off), and say where it stands."""
+    try:
+        scheduled = schedule_daily_sync(real_app(), hour)
+    except Exception:  # Redis down: saved, and scheduled when saved again
+        current_app.logger.exception("Could not schedule the daily Mailchimp sync")
+        flash_message(
+            "The daily Sync is saved, but Redis is unreachable: save again once it is back.",
+            "warning",
+        )
+        return
+    if hour is None:
+        flash_message("The daily Sync is off.", "success")
+    elif scheduled:
+        flash_message(f"A Sync runs every day at {hour:02d}:00 UTC.", "success")
+    else:
+        flash_message(
+            "This shop runs jobs inside the web process, which keeps no timers: add this "
+            f"line to the server's crontab (UTC) for the daily Sync: {cron_line(hour)}",
+            "warning",
+        )
+
+
+@blueprint.post("/fields")
+def create_fields() -> Any:
+    """Create the declared merge fields the chosen audiences lack."""
+    extension = get_extension()
+    if not FieldsForm().validate_on_submit():
+        return _render(), 400
+    try:
+        created = fields.create_missing(extension)
+    except MailchimpSyncError as problem:
+        flash_message(f"The fields could not be created: {problem}", "error")
+    else:
+        names = ", ".join(f"{tag} in {audience.name}" for audience, tag in created)
+        flash_message(f"Created {names}." if created else "No field was missing.", "success")
+    return redirect(url_for(".settings_page"))
+
+
 def _running_run(extension: MailchimpSync) -> Any:
     SyncRun = extension.models.SyncRun
     query = (
@@ -296,83 +273,6 @@ def rotate_webhook_secret() -> Any:
 def _flash_if(message: str | None) -> None:
     if message:
         flash_message(message, "warning")
-
-
-@blueprint.get("/runs")
-def runs_page() -> Any:
-    extension = get_extension()
-    SyncRun = extension.models.SyncRun
-    page = _paginate(extension, sa.select(SyncRun).order_by(SyncRun.id.desc()), per_page=25)
-    return render_template(
-        "mailchimp_sync/runs.html", page=page, names=words.audience_names(extension)
-    )
-
-
-@blueprint.get("/runs/<int:run_id>")
-def run_page(run_id: int) -> Any:
-    extension = get_extension()
-    run = _run_or_404(extension, run_id)
-    outcome = request.args.get("outcome")
-    Item = extension.models.SyncRunItem
-    items = sa.select(Item).where(Item.run_id == run.id).order_by(Item.id)
-    if outcome in LISTED:
-        items = items.where(Item.outcome == outcome)
-    page = _paginate(extension, items, per_page=100)
-    return render_template(
-        "mailchimp_sync/run.html",
-        run=run,
-        summary=run_summary(run),
-        items=page,
-        contacts=words.contacts(extension, page.items),
-        outcome=outcome,
-    )
-
-
-@blueprint.get("/runs/<int:run_id>.json")
-def run_progress(run_id: int) -> Any:
-    """What the run page polls while a run goes on."""
-    return jsonify(run_summary(_run_or_404(get_extension(), run_id)))
-
-
-def _run_or_404(extension: MailchimpSync, run_id: int) -> Any:
-    # Larger numbers are no run's id, and the database would refuse them (a 500).
-    if not 0 < run_id <= MAX_ID:
-        abort(404)
-    return extension.db.session.get(extension.models.SyncRun, run_id) or abort(404)
-
-
-def _paginate(extension: MailchimpSync, query: Any, per_page: int) -> Any:
-    """The page of *query* that ``?page=`` asks for; a page that cannot exist is a 404."""
-    try:
-        number = int(request.args.get("page", 1))
-    except ValueError:
-        abort(404)
-    if not 0 < number <= MAX_ID // per_page:  # its offset would overflow the database's
-        abort(404)
-    return extension.db.paginate(query, page=number, per_page=per_page)
-
-
-def run_summary(run: Any) -> dict[str, Any]:
-    """A run's progress, in numbers for scripts and in words for the page."""
-    names = words.audience_names(get_extension())
-    moving = run.state == "running" and words.base_phase(run.phase) in words.COUNTED_PHASES
-    return {
-        "id": run.id,
-        "state": run.state,
-        "state_text": words.state_text(run),
-        "phase": run.phase,
-        "phase_text": words.phase_text(run, names),
-        "retry_text": words.retry_text(run),
-        "dry_run": run.dry_run,
-        "processed": run.processed,
-        "total": run.total,
-        # None while the total is not known yet: the bar then moves without a number.
-        "percent": 100
-        if run.state == "done"
-        else (100 * run.processed // run.total if moving and run.total else None),
-        "counts": {name: getattr(run, name) for name in OUTCOMES},
-        "error": run.error,
-    }
 
 
 def _render(
@@ -422,9 +322,21 @@ def _render(
         webhook_form=WebhookForm(formdata=None),
         public_url=current_app.config.get("MAILCHIMP_SYNC_PUBLIC_URL"),
         recent_runs=runs,
+        fields_report=_fields_report(extension) if connected and not key_problem else None,
+        fields_form=FieldsForm(formdata=None),
+        daily_cron=None
+        if settings is None or settings.daily_sync_hour is None or redis_url(current_app.config)
+        else cron_line(settings.daily_sync_hour),
         audiences_problem=problem,
         role_field=role_field,
     )
+
+
+def _fields_report(extension: MailchimpSync) -> list[fields.AudienceFields] | None:
+    try:
+        return fields.report(extension)
+    except MailchimpSyncError:
+        return None  # the page says Mailchimp could not be reached elsewhere
 
 
 def _recent_runs(extension: MailchimpSync) -> list[Any]:
@@ -457,6 +369,7 @@ def _saved_choices(
         "double_opt_in": settings.double_opt_in,
         "profile_updates": settings.profile_updates,
         "realtime": settings.realtime,
+        "daily_hour": "" if settings.daily_sync_hour is None else str(settings.daily_sync_hour),
     }
     # One audience in the account: both roles in it is the recommended default.
     only = available[0].id if available and len(available) == 1 else NOT_SYNCED

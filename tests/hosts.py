@@ -98,10 +98,11 @@ class Host:
         return [*session.query(self.Patron).all(), *session.query(self.Supplier).all()]
 
 
-def make_host(shape: str, database_url: str, api_url: str) -> Host:
+def make_host(shape: str, database_url: str, api_url: str, **source_options: Any) -> Host:
     """A host app of *shape* on *database_url*, talking to the Mailchimp at *api_url*.
 
     Its tables are created; the extension is registered but not connected.
+    *source_options* (``merge_fields=``, ``tags=``...) go to both sources' ``add_source``.
     """
     if shape not in SHAPES:
         raise ValueError(f"unknown host shape {shape!r}")
@@ -141,6 +142,7 @@ def make_host(shape: str, database_url: str, api_url: str) -> Host:
             email="email",
             marketing=lambda p: bool(p.opt_in),
             set_marketing=lambda p, value: setattr(p, "opt_in", value),
+            **source_options,
         )
         mailchimp.add_source(
             Supplier,
@@ -148,14 +150,18 @@ def make_host(shape: str, database_url: str, api_url: str) -> Host:
             email="email",
             marketing=lambda s: bool(s.prefs and s.prefs.marketing_ok),
             set_marketing=lambda s, value: setattr(s.prefs, "marketing_ok", value),
+            **source_options,
         )
     else:
-        mailchimp.add_source(Patron, role="customer", email="email", marketing="opt_in")
+        mailchimp.add_source(
+            Patron, role="customer", email="email", marketing="opt_in", **source_options
+        )
         mailchimp.add_source(
             Supplier,
             role="consignor",
             email="email",
             marketing="prefs.marketing_ok" if shape == "path" else "opt_in",
+            **source_options,
         )
     mailchimp.authorize(lambda: True)
 

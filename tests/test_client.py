@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 import responses
 
-from flask_mailchimp_sync import InvalidApiKeyError
+from flask_mailchimp_sync import InvalidApiKeyError, MailchimpApiError
 from flask_mailchimp_sync.client import USER_AGENT, api_base_url, build_client
 
 KEY = "0123456789abcdef0123456789abcdef-us6"
@@ -58,3 +60,50 @@ def test_every_call_has_a_timeout(emulator, mailchimp_account):
     )
     with pytest.raises(requests.exceptions.Timeout):
         client.ping.get()
+
+
+@responses.activate
+def test_merge_fields_are_read_and_created_with_their_type():
+    from flask_mailchimp_sync.client import MailchimpApi
+
+    url = "https://us6.api.mailchimp.com/3.0/lists/a1b2c3d4e5/merge-fields"
+    responses.get(
+        url, json={"merge_fields": [{"tag": "CREDIT", "name": "Credit", "type": "number"}]}
+    )
+    responses.post(
+        url, json={"merge_id": 5, "tag": "LASTPAID", "name": "Last payout", "type": "date"}
+    )
+    api = MailchimpApi(KEY, {"MAILCHIMP_SYNC_MAX_RETRIES": 0})
+    assert api.merge_fields("a1b2c3d4e5") == [{"tag": "CREDIT", "name": "Credit", "type": "number"}]
+    assert "merge_fields.type" in responses.calls[0].request.url
+    body = {"tag": "LASTPAID", "name": "Last payout", "type": "date", "required": False}
+    assert api.add_merge_field("a1b2c3d4e5", body)["type"] == "date"
+    assert json.loads(responses.calls[1].request.body) == body
+
+
+@responses.activate
+def test_a_refused_merge_field_is_named_in_mailchimps_words():
+    from flask_mailchimp_sync.client import MailchimpApi
+
+    responses.put(
+        "https://us6.api.mailchimp.com/3.0/lists/a1b2c3d4e5/members/" + "0" * 32,
+        status=400,
+        json={
+            "type": "https://mailchimp.com/developer/marketing/docs/errors/",
+            "title": "Invalid Resource",
+            "status": 400,
+            "detail": "Your merge fields were invalid.",
+            "instance": "",
+            "errors": [{"field": "CREDIT", "message": "Please enter a number"}],
+        },
+    )
+    api = MailchimpApi(KEY, {"MAILCHIMP_SYNC_MAX_RETRIES": 0})
+    with pytest.raises(MailchimpApiError) as refused:
+        api.upsert_member(
+            "a1b2c3d4e5", "0" * 32, {"email_address": "a@b.shop", "status_if_new": "subscribed"}
+        )
+    assert refused.value.detail == "Your merge fields were invalid. CREDIT: Please enter a number"
+    assert str(refused.value) == (
+        "Mailchimp refused the request: Your merge fields were invalid. "
+        "CREDIT: Please enter a number"
+    )

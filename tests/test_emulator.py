@@ -628,3 +628,81 @@ def test_runs_as_a_process_with_control_endpoints():
         process.terminate()
         process.wait(timeout=5)
         process.stdout.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "value", "message"),
+    [
+        ("number", {}, 40.5, None),
+        ("number", {}, "12", None),
+        ("number", {}, "lots", "Please enter a number"),
+        ("date", {}, "2026-03-14", None),
+        ("date", {"date_format": "MM/DD/YYYY"}, "03/14/2026", None),
+        ("date", {"date_format": "DD/MM/YYYY"}, "14/03/2026", None),
+        ("date", {}, "14/03/2026", "Please enter the date"),
+        ("date", {}, "soon", "Please enter the date"),
+        ("birthday", {}, "03/14", None),
+        ("birthday", {}, "2026-03-14", "Please enter a month (01-12) and a day (01-31)"),
+        ("birthday", {"date_format": "DD/MM"}, "14/03", None),
+        ("zip", {}, "30301", None),
+        ("zip", {}, "SW1A 1AA", "Please enter a valid zip code"),
+        ("phone", {}, "+44 20 7946 0000", None),
+        ("phone", {"phone_format": "US"}, "(404) 555-0101", None),
+        ("phone", {"phone_format": "US"}, "555-0101", "Please enter a valid phone number"),
+        ("url", {}, "https://marigold.shop/items", None),
+        ("url", {}, "not a url", "Please enter a valid URL"),
+        ("text", {}, True, "Data did not match any of the schemas described in anyOf."),
+        ("number", {}, "", None),  # an empty value clears the field
+    ],
+)
+def test_merge_field_values_are_checked_by_type_as_mailchimp_does(
+    api, list_id, emulator, kind, options, value, message
+):
+    created = api(
+        "POST",
+        f"lists/{list_id}/merge-fields",
+        {"tag": "FIELD", "name": "A field", "type": kind, "options": options},
+    )
+    assert created.status_code == 200 and created.json()["type"] == kind
+    response = put(
+        api,
+        list_id,
+        "typed@mailbox.shop",
+        status_if_new="subscribed",
+        merge_fields={"FIELD": value},
+    )
+    if message is None:
+        assert response.status_code == 200, response.json()
+        assert emulator.state.member(list_id, "typed@mailbox.shop").merge_fields["FIELD"] == value
+    else:
+        assert response.status_code == 400
+        assert response.json()["detail"] == "Your merge fields were invalid."
+        assert response.json()["errors"] == [{"field": "FIELD", "message": message}]
+        assert emulator.state.members(list_id) == {}
+
+
+def test_a_batch_subscribe_names_the_refused_field(api, list_id, emulator):
+    api(
+        "POST",
+        f"lists/{list_id}/merge-fields",
+        {"tag": "CREDIT", "name": "Credit", "type": "number"},
+    )
+    body = {
+        "members": [
+            {
+                "email_address": "a@mailbox.shop",
+                "status": "subscribed",
+                "merge_fields": {"CREDIT": 3},
+            },
+            {
+                "email_address": "b@mailbox.shop",
+                "status": "subscribed",
+                "merge_fields": {"CREDIT": "x"},
+            },
+        ],
+        "update_existing": False,
+    }
+    result = api("POST", f"lists/{list_id}", body).json()
+    assert [m["email_address"] for m in result["new_members"]] == ["a@mailbox.shop"]
+    (error,) = result["errors"]
+    assert (error["field"], error["field_message"]) == ("CREDIT", "Please enter a number")

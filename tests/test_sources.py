@@ -237,8 +237,13 @@ def test_bad_registrations_say_what_is_wrong(host):
         mailchimp.add_source(dict, role="x", email="email", marketing="opted_in")
     with pytest.raises(TypeError, match="merge_fields"):
         mailchimp.add_source(
-            Consignor, role="consignor", email="email", marketing="opted_in", merge_fields={}
+            Consignor, role="consignor", email="email", marketing="opted_in", merge_fields=["X"]
         )
+    with pytest.raises(TypeError, match="must be declared with MergeField"):
+        mailchimp.add_source(
+            Consignor, role="consignor", email="email", marketing="opted_in",
+            merge_fields={"PHONE": "phone"},
+        )  # fmt: skip
     mailchimp.add_source(Consignor, role="consignor", email="email", marketing="opted_in")
     with pytest.raises(ValueError, match="already registered"):
         mailchimp.add_source(Consignor, role="consignor", email="email", marketing="opted_in")
@@ -304,3 +309,39 @@ def test_a_flag_on_a_backref_declared_by_the_consent_model(tmp_path):
             ("yes@x.shop", True),
         ]
         assert {w.model for w in source.watches()} == {Member, Consent}
+
+
+def test_typed_merge_fields_read_every_way_and_tags_are_computed(host):
+    from flask_mailchimp_sync import MergeField
+
+    db, _c, Customer, Prefs, _b = host
+    db.session.add_all(
+        [
+            Customer(
+                id=1, first="Ben", last="Baker", email="ben@x.shop", prefs=Prefs(marketing=True)
+            ),
+            Customer(id=2, first="Cleo", last="Chen", email="cleo@x.shop"),
+        ]
+    )
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(
+        Customer,
+        role="customer",
+        email="email",
+        marketing="prefs.marketing",
+        merge_fields={
+            "INITIALS": MergeField(
+                "Initials", "text", sa.func.upper(sa.func.substr(Customer.first, 1, 1))
+            ),
+            "OPTIN": MergeField("Opted in", "number", "prefs.marketing"),
+            "NUMBER": MergeField("Customer number", "number", "id"),
+            "SURNAME": MergeField("Surname", "text", lambda c: c.last),
+        },
+        tags=lambda c: {"Has prefs"} if c.prefs else set(),
+    )
+    ben, cleo = contacts(source, db)
+    assert ben.merge_fields == {"INITIALS": "B", "OPTIN": "True", "NUMBER": 1, "SURNAME": "Baker"}
+    assert ben.tags == {"Has prefs"}
+    assert cleo.merge_fields == {"INITIALS": "C", "NUMBER": 2, "SURNAME": "Chen"}
+    assert cleo.tags == frozenset()
+    assert source.get_contact(db.session, 1) == ben

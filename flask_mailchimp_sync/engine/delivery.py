@@ -31,8 +31,9 @@ from . import ledger, locks, shop, staging
 from .members import Member, Outcome
 from .outbox import Outbox
 from .planner import ACTIVE, Action
+from .plans import History, departed_member, plan_member
 from .recorder import WITHDRAWN, Recorder
-from .runner import History, departed_member, plan_member, targets_for
+from .runner import targets_for
 from .select import PAGE
 from .sender import Sender
 from .staging import Target
@@ -240,6 +241,15 @@ class Delivery:
                         if contact.marketing:
                             self._skipped(contact, problem)
                         continue
+                    if contact.marketing:
+                        for note in contact.notes:
+                            self.recorder.item(
+                                "trimmed",
+                                note,
+                                source=contact.source,
+                                contact_key=contact.key,
+                                email=contact.email,
+                            )
                     row = SimpleNamespace(**values)
                     groups.setdefault(row.subscriber_hash, []).append(row)
         return groups

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..client import backoff_delay
+from ..call_policy import backoff_delay
 from ..models import as_utc, utcnow
 
 #: Changes one delivery takes at most; the rest wait for the next.

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -24,13 +24,14 @@ from .. import signals, words
 from .._state import real_app
 from ..client import MailchimpApi
 from ..exceptions import MailchimpSyncError, SyncRefused
+from ..merge_fields import missing_note
 from ..models import utcnow
 from ..sources import default_tag
 from . import ledger, locks, pull, staging
 from .members import Member, Outcome, as_planned
 from .outbox import Outbox
 from .pipeline import DEPTH, Pipeline
-from .planner import decide, refusal
+from .plans import History, departed_member, plan_member
 from .recorder import Recorder
 from .select import RunSelection
 from .sender import Sender
@@ -75,6 +76,7 @@ class SyncRunner:
         self.holder = locks.holder("run", run_id)
         self.lock_names: list[str] = []
         self.merge_tags: dict[str, set[str]] = {}
+        self.targets: Sequence[Target] = []
         self.learned: dict[str, set[str]] = {}  # members whose status Mailchimp changed
         self.snapshot: staging.Snapshot | None = None
         self.selection = RunSelection(self.session, self.models, run_id, ())
@@ -124,6 +126,7 @@ class SyncRunner:
         self.sender = Sender(api, self.config, new_status)
         if not self.run.dry_run:
             self.outbox.claim(self.run.id, {s.name for t in targets for s in t.sources})
+        self.targets = targets
         self._stage(targets)
         for audience_id in audience_ids:
             role_audiences = [a for a in settings.audiences if a.audience_id == audience_id]
@@ -138,6 +141,11 @@ class SyncRunner:
             self._sync_audience(audience_id)
             self._archive_departed(audience_id)
         return self._finish(settings, audience_ids)
+
+    def _note(self, note: str | None) -> None:
+        """Say something staff should know in the run's summary."""
+        if note:
+            self.run.notes = f"{self.run.notes}\n{note}" if self.run.notes else note
 
     def _take_locks(self, names: list[str]) -> bool:
         """Take the audiences' locks, waiting a little for a real-time delivery."""
@@ -219,10 +227,10 @@ class SyncRunner:
         )  # fmt: skip
         self.selection = RunSelection(self.session, self.models, self.run.id, self.snapshot.sources)
         for skipped in self.snapshot.take():
-            self.run.skipped += 1
+            self.run.skipped += skipped.outcome == "skipped"  # "trimmed" ones were sent
             contact = skipped.contact
             self.recorder.item(
-                "skipped", skipped.reason,
+                skipped.outcome, skipped.reason,
                 source=contact.source, contact_key=contact.key, email=contact.email,
             )  # fmt: skip
         self.selection.analyze()
@@ -246,6 +254,10 @@ class SyncRunner:
         """The audience's merge tags (cached for deliveries) and its members' changes."""
         tags = api.merge_field_tags(audience_id)
         self.merge_tags[audience_id] = tags
+        declared = {tag for t in self.targets if t.audience_id == audience_id
+                    for s in t.sources for tag in s.declared}  # fmt: skip
+        name = role_audiences[0].audience_name or audience_id
+        self._note(missing_note(name, declared - tags))
         since = pull.pull_window(role_audiences)
         started = utcnow()
         remote = pull.read_members(api, audience_id, since, None if since is None else pull.LEFT)
@@ -375,50 +387,6 @@ class Page:
     members: list[Member]
     links: ledger.Links
     moves: bool = False
-
-
-@dataclass(frozen=True)
-class History:
-    """What the contacts of a page's addresses were before their addresses changed."""
-
-    #: Address -> (the member a contact was last sent as, whether it may move along).
-    previous: dict[str, tuple[Any, bool]] = field(default_factory=dict)
-    #: Address -> (its contacts whose person refused under another address, that member).
-    refused: dict[str, tuple[frozenset[tuple[str, str]], Any]] = field(default_factory=dict)
-
-
-def plan_member(
-    member_hash: str,
-    contacts: list[Any],
-    state: Any,
-    history: History,
-    merge_tags: set[str],
-    *,
-    full: bool = False,
-) -> Member:
-    """One address's contacts, its state and its history, decided."""
-    before, can_move = history.previous.get(member_hash, (None, False))
-    refused, refusing = history.refused.get(member_hash, (frozenset(), None))
-    wanted = staging.wanted_member(contacts, merge_tags, refused)
-    member = Member(member_hash, wanted, ledger.known(state), state, contacts, before, can_move)
-    member.refused = refused
-    said_no = any(row.marketing for row in contacts if (row.source, row.contact_key) in refused)
-    member.decision = decide(
-        wanted,
-        member.known,
-        previous=ledger.known(before),
-        can_move=can_move,
-        refused=refusal(ledger.known(refusing)) if said_no else None,  # type: ignore[arg-type]
-        full=full,
-    )
-    return member
-
-
-def departed_member(state: Any) -> Member:
-    """A member none of whose contacts is left in the shop."""
-    member = Member(state.subscriber_hash, None, ledger.known(state), state)
-    member.decision = decide(None, member.known)
-    return member
 
 
 def _pages(items: Any, size: int) -> Any:

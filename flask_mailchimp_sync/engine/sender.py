@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import emails
-from ..client import MailchimpApi, is_transient, tag_changes
+from ..call_policy import is_transient
+from ..client import MailchimpApi, tag_changes
 from ..exceptions import MailchimpApiError
 from .members import COUNTED, NO_REQUEST, ONE_BY_ONE, Member, Outcome, as_planned
 from .planner import Action, Decision, blocked_by
@@ -101,6 +102,8 @@ class Sender:
                 existing.append(member)
             else:
                 reason = str(refusal.get("error") or "refused")
+                if refusal.get("field_message"):  # which merge field, in Mailchimp's words
+                    reason += f" {refusal.get('field')}: {refusal['field_message']}"
                 outcomes.append(Outcome(member, "failed", reason=reason))
         # A member Mailchimp's answer does not mention is not taken for added.
         outcomes += [

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .. import bounds, emails, many
+from ..merge_fields import tag_problem
 from ..models import ABSENT, DEFAULT_STORE
 from ..sources import Contact, ContactSource
 from .planner import Wanted
@@ -44,6 +45,8 @@ class Target:
 class Skipped:
     contact: Contact
     reason: str
+    #: "skipped", or "trimmed" for a contact sent with a value cut to fit.
+    outcome: str = "skipped"
 
 
 def contact_fields(contact: Contact) -> dict[str, Any]:
@@ -62,6 +65,10 @@ def contact_problem(contact: Contact) -> str | None:
         problem = field_problem(value)
         if problem is not None:
             return f"{tag} {problem}"
+    for name in sorted(contact.tags):
+        problem = tag_problem(name)
+        if problem is not None:
+            return problem[:1].upper() + problem[1:]
     return None
 
 
@@ -169,6 +176,8 @@ class Snapshot:
             problem = contact_problem(contact) or bounds.problem(self.Staged, row)
             if problem is None:
                 self._add(row)
+                if contact.marketing:  # sent, with a value cut to fit
+                    yield from (Skipped(contact, note, "trimmed") for note in contact.notes)
                 continue
             if contact.marketing:  # without consent it would not be sent anyway
                 yield Skipped(contact, problem)
@@ -233,7 +242,7 @@ def _mark(run_id: int, source: str, key: str) -> dict[str, Any]:
     return {
         "run_id": run_id, "audience_id": ABSENT, "subscriber_hash": "", "email": "",
         "source": source, "contact_key": key, "tag": "", "marketing": False,
-        "merge_fields": "{}", "fingerprint": "",
+        "merge_fields": "{}", "tags": "", "fingerprint": "",
     }  # fmt: skip
 
 
@@ -249,6 +258,7 @@ def staged_row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
     """A contact as one row of ``mailchimp_sync_staged`` (a checked contact)."""
     email = emails.normalize(contact.email) or ""
     fields = _FIELDS_JSON(contact_fields(contact))
+    tags = ",".join(sorted(contact.tags))
     return {
         "run_id": run_id,
         "audience_id": target.audience_id,
@@ -259,8 +269,10 @@ def staged_row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
         "tag": target.tag,
         "marketing": contact.marketing,
         "merge_fields": fields,
+        "tags": tags,
         "fingerprint": hashlib.sha256(
             f"{emails.identity(email)}|{contact.marketing}|{target.tag}|{fields}".encode()
+            + (f"|{tags}".encode() if tags else b"")  # as before for sources without tags
         ).hexdigest(),
     }
 
@@ -273,7 +285,8 @@ def wanted_member(
     """One address's contacts (in registration order) as one member.
 
     Consent from any contact with the flag on, but those in *refused* (source, key),
-    whose person refused under another address; tags of the consenting contacts; each
+    whose person refused under another address; tags (role and computed) of the
+    consenting contacts; each
     merge field from the first contact that has it, kept only where the audience has it.
     """
     consenting = [
@@ -288,6 +301,12 @@ def wanted_member(
     return Wanted(
         email=email,
         consent=bool(consenting),
-        tags=frozenset(row.tag for row in consenting),
+        tags=frozenset(row.tag for row in consenting).union(
+            *(_computed_tags(row) for row in consenting)
+        ),
         merge_fields=fields,
     )
+
+
+def _computed_tags(row: Any) -> set[str]:
+    return {name for name in (getattr(row, "tags", None) or "").split(",") if name}

@@ -27,6 +27,16 @@ DEFAULT_MERGE_FIELDS = (
 )
 
 
+#: The options Mailchimp gives a new field of each type.
+DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
+    "text": {"size": 25},
+    "date": {"date_format": "MM/DD/YYYY"},
+    "birthday": {"date_format": "MM/DD"},
+    "phone": {"phone_format": "none"},
+    "address": {"default_country": 164},
+}
+
+
 def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -452,6 +462,7 @@ class EmulatorState:
             )
         field = _merge_field(order, tag, body["name"], body["type"])
         field["required"] = bool(body.get("required"))
+        field["options"].update(body.get("options") or {})
         audience.merge_fields[tag] = field
         return field
 
@@ -480,7 +491,7 @@ def _merge_field(order: int, tag: str, name: str, kind: str) -> dict[str, Any]:
         "default_value": "",
         "public": True,
         "display_order": order + 1,
-        "options": {},
+        "options": dict(DEFAULT_OPTIONS.get(kind, {})),
         "help_text": "",
     }
 
