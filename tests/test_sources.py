@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
-from flask_mailchimp_sync import ConfigurationError, Contact, MailchimpSync
+from flask_mailchimp_sync import ConfigurationError, Contact, MailchimpSync, MergeField
 from flask_mailchimp_sync.sources import ContactSource
 
 
@@ -213,6 +213,49 @@ def test_plain_columns_read_what_the_instances_hold(host, fields):
     assert source.contacts_by_keys(db.session, ["2", "9"]) == [as_columns[1]]
 
 
+def test_typed_merge_fields_read_as_columns_hold_what_the_instances_hold(host):
+    """Typed merge fields from columns, a related column or SQL are read as plain
+    columns and formatted as when read through the instances (notes included)."""
+    db, _c, Customer, Prefs, _b = host
+    db.session.add_all(
+        [Customer(first="Ada", last="A" * 300, email="ada@x.shop", prefs=Prefs(marketing=True)),
+         Customer(first=None, last="Baker", email="ben@x.shop", prefs=None)]
+    )  # fmt: skip
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(
+        Customer, role="customer", email="email", marketing="prefs.marketing",
+        merge_fields={
+            "INITIAL": MergeField("Initial", "text", sa.func.substr(Customer.first, 1, 1)),
+            "OPTIN": MergeField("Opted in", "number", "prefs.marketing"),
+            "SURNAME": MergeField("Surname", "text", "last"),
+        },
+    )  # fmt: skip
+    assert source._plain_query() is not None
+    as_columns = contacts(source, db)
+    source._plain = False  # what reading the instances gives
+    db.session.expire_all()
+    assert contacts(source, db) == as_columns
+    ada = as_columns[0]
+    assert ada.merge_fields["INITIAL"] == "A" and len(ada.merge_fields["SURNAME"]) == 255
+    assert ada.notes == ("SURNAME was cut to Mailchimp's limit of 255 characters.",)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tags": lambda c: {"Customer"}},
+        {"merge_fields": lambda c: {"NICK": c.first}},
+        {"merge_fields": {"NICK": MergeField("Nickname", "text", lambda c: c.first)}},
+    ],
+)
+def test_computed_tags_and_callables_are_read_through_the_instances(host, extra):
+    db, _c, Customer, _p, _b = host
+    source = MailchimpSync(db=db).add_source(
+        Customer, role="customer", email="email", marketing="prefs.marketing", **extra
+    )
+    assert source._plain_query() is None
+
+
 def test_get_contact_reads_one_row(host):
     db, Consignor, *_ = host
     db.session.add(Consignor(name="Ada", email="ada@x.shop", opted_in=True))
@@ -312,8 +355,6 @@ def test_a_flag_on_a_backref_declared_by_the_consent_model(tmp_path):
 
 
 def test_typed_merge_fields_read_every_way_and_tags_are_computed(host):
-    from flask_mailchimp_sync import MergeField
-
     db, _c, Customer, Prefs, _b = host
     db.session.add_all(
         [
