@@ -9,6 +9,7 @@ is refused with a reason, a value only ever shown is shortened.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,16 +20,25 @@ ELLIPSIS = "…"
 
 def limit(model: Any, column: str) -> int:
     """How many characters *column* of *model* holds."""
-    length = getattr(model.__table__.c[column].type, "length", None)
-    return int(length) if length else TEXT_LIMIT
+    return _limits(model.__table__)[column]
+
+
+@functools.cache
+def _limits(table: Any) -> dict[str, int]:
+    # Read once per table: every staged contact is measured against every column.
+    return {
+        column.name: int(getattr(column.type, "length", None) or TEXT_LIMIT)
+        for column in table.columns
+    }
 
 
 def problem(model: Any, values: Mapping[str, Any]) -> str | None:
     """Why *values* cannot be stored in *model*'s table (a sentence for the run report)."""
+    limits = _limits(model.__table__)
     for column, value in values.items():
-        if isinstance(value, str) and len(value) > limit(model, column):
+        if isinstance(value, str) and len(value) > limits[column]:
             return (
-                f"its {column.replace('_', ' ')} is longer than {limit(model, column)} "
+                f"its {column.replace('_', ' ')} is longer than {limits[column]} "
                 "characters, more than the extension can store"
             )
     return None

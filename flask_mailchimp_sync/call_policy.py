@@ -1,12 +1,10 @@
-"""How the extension calls Mailchimp politely: at most 10 connections per account, which
-errors are worth retrying and how long to wait, and how each error is told to staff
-(in Mailchimp's words, never with the key)."""
+"""How the extension calls Mailchimp politely: which errors are worth retrying and how
+long to wait, and how each error is told to staff (in Mailchimp's words, never with the
+key). How many calls may be in flight per account is the connection budget's (:mod:`.budget`)."""
 
 from __future__ import annotations
 
-import hashlib
 import random
-import threading
 
 from mailchimp3.mailchimpclient import MailChimpError
 
@@ -54,16 +52,3 @@ def translate_error(error: MailChimpError) -> MailchimpApiError:
     else:
         message = f"Mailchimp refused the request: {detail}"
     return MailchimpApiError(message, status=status, title=title, detail=detail)
-
-
-_slots_lock = threading.Lock()
-_slots_by_account: dict[str, threading.BoundedSemaphore] = {}
-
-
-def connection_slots(api_key: str, limit: int) -> threading.BoundedSemaphore:
-    """One semaphore per account in this process (keyed by a digest, not the key)."""
-    account = hashlib.sha256(api_key.encode()).hexdigest()
-    with _slots_lock:
-        if account not in _slots_by_account:
-            _slots_by_account[account] = threading.BoundedSemaphore(max(1, min(limit, 10)))
-        return _slots_by_account[account]

@@ -19,8 +19,9 @@ import requests
 from mailchimp3 import MailChimp
 from mailchimp3.mailchimpclient import MailChimpError
 
+from . import budget
 from ._version import __version__
-from .call_policy import backoff_delay, connection_slots, is_transient, translate_error
+from .call_policy import backoff_delay, is_transient, translate_error
 from .crypto import data_center
 from .exceptions import (
     AudienceNotFoundError,
@@ -81,8 +82,9 @@ class MailchimpApi:
     Throttling (429, a bodyless 403), server errors (5xx), timeouts and dropped
     connections are retried with exponential backoff and full jitter, at most
     ``MAILCHIMP_SYNC_MAX_RETRIES`` times; every other error is raised at once. No more
-    than ``MAILCHIMP_SYNC_MAX_CONNECTIONS`` calls per account are in flight in this
-    process. Every error message is written for shop staff and never holds the key.
+    than ``MAILCHIMP_SYNC_MAX_CONNECTIONS`` calls per account are in flight: in this
+    process, or in all processes together when Redis is configured (:mod:`.budget`).
+    Every error message is written for shop staff and never holds the key.
 
     :param retries: override the configured number of retries (``0`` for calls staff
         wait on, such as verifying a key).
@@ -100,9 +102,7 @@ class MailchimpApi:
         #: Told the seconds before each retry, so a run's page can say it waits.
         self._on_retry = on_retry
         self._data_center = data_center(api_key)
-        self._slots = connection_slots(
-            api_key, int(config.get("MAILCHIMP_SYNC_MAX_CONNECTIONS") or 10)
-        )
+        self._slots = budget.slots(api_key, config)
         self._retries = (
             int(config.get("MAILCHIMP_SYNC_MAX_RETRIES", 5)) if retries is None else retries
         )

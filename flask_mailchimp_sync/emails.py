@@ -48,3 +48,10 @@ def problem(email: str | None) -> str | None:
     if len(email) > MAX_LENGTH or not _SHAPE.match(email):
         return f"not a valid email address: {email[:MAX_LENGTH]!r}"
     return None
+
+
+def like_pattern(identity: str) -> str:
+    """A SQL ``LIKE`` pattern (escaped with a backslash) matching every spelling of
+    *identity*, and more: any character stands for a non-ASCII letter."""
+    escaped = identity.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return "%" + "".join(c if c.isascii() else "_" for c in escaped) + "%"

@@ -48,8 +48,12 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "MAILCHIMP_SYNC_REDIS_URL": None,
     # The RQ queue's name.
     "MAILCHIMP_SYNC_QUEUE": "mailchimp_sync",
-    # Calls in flight to one Mailchimp account from this process (Mailchimp allows 10).
+    # Calls in flight to one Mailchimp account (Mailchimp allows 10): from this process,
+    # or from every process together when Redis is configured.
     "MAILCHIMP_SYNC_MAX_CONNECTIONS": 10,
+    # Seconds a call's slot of that budget outlives a killed worker (Redis only);
+    # None: twice MAILCHIMP_SYNC_TIMEOUT, plus 5.
+    "MAILCHIMP_SYNC_CONNECTION_LEASE": None,
     # Retries of a throttled, failed or timed-out call, and the first backoff in seconds.
     "MAILCHIMP_SYNC_MAX_RETRIES": 5,
     "MAILCHIMP_SYNC_RETRY_BACKOFF": 0.5,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
 
 from ._state import app_state, get_extension, real_app
+from .budget import redis_url
 from .call_policy import backoff_delay
 from .engine import locks
 from .engine.delivery import drain
@@ -38,13 +39,6 @@ DRAIN_JOB_PATH = "flask_mailchimp_sync.jobs.run_drain_job"
 DEBOUNCE = 0.05
 
 
-def redis_url(config: Mapping[str, Any]) -> str | None:
-    own = config.get("MAILCHIMP_SYNC_REDIS_URL")
-    if own is False:  # in-process jobs, even where the host's REDIS_URL is for others
-        return None
-    return own or config.get("REDIS_URL") or None
-
-
 def start_sync(
     extension: MailchimpSync,
     *,
@@ -54,8 +48,30 @@ def start_sync(
     trigger: str = "button",
     enqueue: bool = True,
 ) -> Any:
-    """Record a new run and queue it; :class:`SyncRefused` says why it cannot start."""
-    session = extension.db.session
+    """Record a new run of every audience *role* goes to (all with ``None``) and queue
+    it; :class:`SyncRefused` says why it cannot start."""
+    audiences = _audiences_to_sync(extension, role, dry_run)
+    return _record_runs(extension, [audiences], role, dry_run, full, trigger, enqueue)[0]
+
+
+def start_syncs(
+    extension: MailchimpSync,
+    *,
+    role: str | None = None,
+    dry_run: bool = False,
+    full: bool = False,
+    trigger: str = "button",
+) -> list[Any]:
+    """Like :func:`start_sync`, but with RQ one run per audience: workers sync them
+    side by side (each holds its own audience's lock). In-process, jobs run one at a
+    time, so one run covers them all."""
+    audiences = _audiences_to_sync(extension, role, dry_run)
+    each = [[a] for a in audiences] if redis_url(current_app.config) else [audiences]
+    return _record_runs(extension, each, role, dry_run, full, trigger, enqueue=True)
+
+
+def _audiences_to_sync(extension: MailchimpSync, role: str | None, dry_run: bool) -> list[str]:
+    """The audiences a run of *role* covers, once nothing stands in its way."""
     store = extension.settings_store()
     settings = store.get()
     if settings is None or not settings.is_connected:
@@ -70,23 +86,36 @@ def start_sync(
     audiences = sorted({t.audience_id for t in targets})
     if not dry_run:
         _refuse_if_running(extension, audiences)
-    run = extension.models.SyncRun(
-        role=role,
-        dry_run=dry_run,
-        full=full,
-        trigger=trigger,
-        state="queued",
-        audiences=",".join(audiences),
-    )
-    session.add(run)
+    return audiences
+
+
+def _record_runs(
+    extension: MailchimpSync,
+    audience_sets: list[list[str]],
+    role: str | None,
+    dry_run: bool,
+    full: bool,
+    trigger: str,
+    enqueue: bool,
+) -> list[Any]:
+    """A queued run for each set of audiences, committed, then handed to the queue."""
+    session = extension.db.session
+    runs = [
+        extension.models.SyncRun(
+            role=role, dry_run=dry_run, full=full, trigger=trigger, state="queued",
+            audiences=",".join(audiences),
+        )
+        for audiences in audience_sets
+    ]  # fmt: skip
+    session.add_all(runs)
     session.commit()
-    if enqueue:
+    for run in runs if enqueue else ():
         try:
             enqueue_run(run.id)
         except Exception as error:
             _end_failed(extension, run.id, error)
             raise
-    return run
+    return runs
 
 
 def execute_run(

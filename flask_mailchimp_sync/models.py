@@ -24,6 +24,10 @@ from sqlalchemy import orm
 #: without touching the sync, which reads settings only through this key.
 DEFAULT_STORE = "default"
 
+#: The audience of a staged row that marks a linked contact as absent from a run's
+#: snapshot (deleted, or no longer sendable); no audience has this id.
+ABSENT = ""
+
 #: The life of a sync run.
 RUN_STATES = ("queued", "running", "done", "failed")
 
@@ -175,6 +179,8 @@ def _define(db: SQLAlchemy) -> Models:
             sa.UniqueConstraint("store", "source", "contact_key"),
             # Looked up by contact (every page of a sync) without knowing its source.
             sa.Index("ix_mailchimp_sync_contacts_key", "contact_key"),
+            # Looked up by member: its contacts, for deliveries, webhooks and resyncs.
+            sa.Index("ix_mailchimp_sync_contacts_member", "audience_id", "subscriber_hash"),
         )
 
         id = sa.Column(sa.Integer, primary_key=True)

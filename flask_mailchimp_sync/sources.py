@@ -17,10 +17,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import orm
 
-from . import emails
+from . import emails, many
 from .field_specs import FieldReader, FieldSpec, is_consent, text_value
 from .merge_fields import MergeField, check_tag, formatted, tag_names
+from .plain_reads import columns_query
 from .watches import watches_for
+from .write_back import WritesBack
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class Contact:
     notes: tuple[str, ...] = ()
 
 
-class ContactSource:
+class ContactSource(WritesBack):
     """A host model registered as contacts of one role.
 
     Created by :meth:`MailchimpSync.add_source`; hosts rarely touch it directly.
@@ -118,6 +120,9 @@ class ContactSource:
                 self.declared[check_tag(tag)] = declared
         self._tags = tags
         self._set_marketing = set_marketing
+        #: The fields as a plain-column query: worked out on first use (mappers are
+        #: configured by then); ``False`` when the source needs its model instances.
+        self._plain: sa.Select[Any] | bool | None = None
         self._label = label
         self._url = url
         self._resolved = False
@@ -193,6 +198,10 @@ class ContactSource:
     def contact_from_row(self, instance: Any, row: Any = None) -> Contact:
         """Read one contact from a model instance (and its query row, for SQL fields)."""
         values = {f.name: f.read(instance, row) for f in self._fields}
+        return self._contact(getattr(instance, self._primary_key), values, instance)
+
+    def _contact(self, key: Any, values: Mapping[str, Any], instance: Any) -> Contact:
+        """The contact of these field values (*instance* for the callables, if any)."""
         extras = dict(self._merge_fields(instance) or {}) if self._merge_fields else {}
         notes = []
         for tag, kind, typed in self._typed:
@@ -204,7 +213,7 @@ class ContactSource:
         return Contact(
             source=self.name,
             role=self.role,
-            key=str(getattr(instance, self._primary_key)),
+            key=str(key),
             email=text_value(values.get("email")),
             first_name=text_value(values.get("first_name")),
             last_name=text_value(values.get("last_name")),
@@ -215,23 +224,70 @@ class ContactSource:
         )
 
     def iter_contacts(self, session: orm.Session, *, chunk_size: int = 1000) -> Iterator[Contact]:
-        """Stream every contact, *chunk_size* rows per query, in primary-key order.
+        """Stream every contact, *chunk_size* rows per query, in primary-key order."""
+        for chunk in self.iter_chunks(session, chunk_size=chunk_size):
+            yield from chunk
 
-        Keyset pagination (``WHERE pk > last``) keeps each query cheap at any depth, and
-        the session's identity map holds its rows only weakly, so a chunk is freed once
-        its contacts are consumed.
+    def iter_chunks(
+        self, session: orm.Session, *, chunk_size: int = 1000
+    ) -> Iterator[list[Contact]]:
+        """Every contact, a chunk of *chunk_size* at a time, in primary-key order.
+
+        Keyset pagination (``WHERE pk > last``) keeps each query cheap at any depth.
+        A source whose fields are all columns (of the model or of a row one scalar
+        relationship away) or SQL expressions is read as plain columns: no model
+        instances, which is most of the cost of reading a large shop. Otherwise the
+        session's identity map holds the instances only weakly, so a chunk is freed
+        once its contacts are consumed.
         """
+        columns = self._plain_query()
         primary_key = getattr(self.model, self._primary_key)
-        query = self._query().order_by(primary_key).limit(chunk_size)
+        query = (self._query() if columns is None else columns).order_by(primary_key)
         last_key = None
         while True:
             page = query if last_key is None else query.where(primary_key > last_key)
-            rows = session.execute(page).all()
-            for row in rows:
-                yield self.contact_from_row(row[0], row)
+            rows = session.execute(page.limit(chunk_size)).all()
+            if columns is None:
+                yield [self.contact_from_row(row[0], row) for row in rows]
+            else:
+                yield [self._contact_from_columns(row) for row in rows]
             if len(rows) < chunk_size:
                 return
-            last_key = getattr(rows[-1][0], self._primary_key)
+            last = rows[-1][0]  # the key itself, or the instance
+            last_key = last if columns is not None else getattr(last, self._primary_key)
+
+    def contacts_by_keys(self, session: orm.Session, keys: list[str]) -> list[Contact]:
+        """The contacts with these primary keys (as text) that still exist, 500 a query."""
+        columns = self._plain_query()
+        primary_key = getattr(self.model, self._primary_key)
+        found: list[Contact] = []
+        for start in range(0, len(keys), 500):
+            chunk = [self._typed_key(key) for key in keys[start : start + 500]]
+            if columns is None:
+                rows = session.execute(
+                    self._query().where(many.one_of(session, primary_key, chunk))
+                )
+                found += [self.contact_from_row(row[0], row) for row in rows]
+            else:
+                rows = session.execute(columns.where(many.one_of(session, primary_key, chunk)))
+                found += [self._contact_from_columns(row) for row in rows]
+        return found
+
+    def _plain_query(self) -> sa.Select[Any] | None:
+        """The fields as plain columns (the key first), or ``None`` when one needs the
+        model instance: a callable (a field, ``merge_fields=`` or ``tags=``), or a path
+        through a collection or further away."""
+        if self._plain is None:
+            self.resolve()  # the paths, checked once the mappers (and backrefs) exist
+            query = None
+            if self._merge_fields is None and self._tags is None:
+                query = columns_query(self.model, self._primary_key, self._fields)
+            self._plain = False if query is None else query
+        return None if self._plain is False else self._plain  # type: ignore[return-value]
+
+    def _contact_from_columns(self, row: Any) -> Contact:
+        values = {f.name: row[n] for n, f in enumerate(self._fields, start=1)}
+        return self._contact(row[0], values, None)
 
     def get_contact(self, session: orm.Session, key: Any) -> Contact | None:
         """Read the contact with primary key *key* (or its text), ``None`` when it is gone."""
@@ -275,7 +331,9 @@ class ContactSource:
         found: set[str] = set()
         for start in range(0, len(keys), 500):
             chunk = [self._typed_key(key) for key in keys[start : start + 500]]
-            rows = session.execute(sa.select(primary_key).where(primary_key.in_(chunk)))
+            rows = session.execute(
+                sa.select(primary_key).where(many.one_of(session, primary_key, chunk))
+            )
             found.update(str(value) for value in rows.scalars())
         return found
 
@@ -312,62 +370,12 @@ class ContactSource:
             column = getattr(self.model, field.path[0])
         query = self._query()
         if column is not None and wanted is not None:  # else read them all
-            query = query.where(column.ilike(_containing(wanted), escape="\\"))
+            query = query.where(column.ilike(emails.like_pattern(wanted), escape="\\"))
         return [
             (row[0], row)
             for row in session.execute(query)
             if wanted is not None and emails.identity(text_value(field.read(row[0], row))) == wanted
         ]
-
-    def _field(self, name: str) -> FieldReader | None:
-        return next((f for f in self._fields if f.name == name), None)
-
-    # -- writing back (Mailchimp -> shop) ---------------------------------------------
-
-    def withdraw_consent(self, instance: Any) -> bool:
-        """Turn the marketing flag off; ``False`` when it was off already (or unwritable).
-
-        A flag read through an attribute path is written through it; for a callable or
-        SQL expression the host passes ``set_marketing`` to ``add_source``.
-        """
-        if self._set_marketing is not None:
-            field = self._field("marketing")
-            # An SQL expression needs a row to be read: then the flag is simply written.
-            readable = field if field is not None and field.expression is None else None
-            if readable is not None and not is_consent(readable.read(instance, None)):
-                return False  # off already: nothing to write (or to count)
-            self._set_marketing(instance, False)
-            return True
-        return self._write(instance, "marketing", False, only_if=is_consent)
-
-    def change_email(self, instance: Any, email: str) -> bool:
-        """Write a new address (attribute-path emails only)."""
-        return self._write(instance, "email", email)
-
-    def change_names(self, instance: Any, first_name: str | None, last_name: str | None) -> bool:
-        """Write names from Mailchimp where the source reads them by attribute path."""
-        changed = False
-        for name, value in (("first_name", first_name), ("last_name", last_name)):
-            if value is not None:
-                changed |= self._write(instance, name, value)
-        return changed
-
-    def _write(
-        self, instance: Any, name: str, value: Any, only_if: Callable[[Any], bool] | None = None
-    ) -> bool:
-        field = self._field(name)
-        if field is None or not field.path:
-            return False
-        owner = instance
-        for hop in field.path[:-1]:
-            owner = getattr(owner, hop)
-            if owner is None:  # no related row (e.g. no preferences): nothing to turn off
-                return False
-        current = getattr(owner, field.path[-1])
-        if current == value or (only_if is not None and not only_if(current)):
-            return False
-        setattr(owner, field.path[-1], value)
-        return True
 
     def _columns(self) -> set[str]:
         mapper: Any = sa.inspect(self.model)
@@ -389,9 +397,3 @@ class ContactSource:
     def paths(self) -> list[tuple[str, ...]]:
         """The attribute paths the fields read."""
         return [f.path for f in self._fields if f.path]
-
-
-def _containing(identity: str) -> str:
-    """A LIKE pattern matching every spelling of *identity* (and more)."""
-    escaped = identity.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return "%" + "".join(c if c.isascii() else "_" for c in escaped) + "%"

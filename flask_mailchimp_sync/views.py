@@ -37,7 +37,7 @@ from .forms import (
     connect_form,
     role_field,
 )
-from .jobs import dispatcher, redis_url, start_sync
+from .jobs import dispatcher, redis_url, start_syncs
 from .layout import flash_message
 from .pages import blueprint
 from .realtime import outbox_summary, recent_deliveries, waiting_for_first_sync
@@ -188,7 +188,7 @@ def sync() -> Any:
     if not form.validate_on_submit():
         return _render(), 400
     try:
-        run = start_sync(extension, dry_run=bool(form.preview.data), trigger="button")
+        runs = start_syncs(extension, dry_run=bool(form.preview.data), trigger="button")
     except SyncRefused as refused:
         running = _running_run(extension)
         if running is not None:
@@ -196,7 +196,15 @@ def sync() -> Any:
             return redirect(url_for(".run_page", run_id=running.id))
         flash_message(str(refused), "warning")
         return redirect(url_for(".settings_page"))
-    return redirect(url_for(".run_page", run_id=run.id))
+    if len(runs) > 1:
+        numbers = " and ".join(f"#{run.id}" for run in runs)
+        flash_message(
+            f"Runs {numbers} are queued, one per audience, to go side by side; "
+            "each shows its progress under Recent runs.",
+            "info",
+        )
+        return redirect(url_for(".settings_page"))
+    return redirect(url_for(".run_page", run_id=runs[0].id))
 
 
 def _schedule_daily(hour: int | None) -> None:

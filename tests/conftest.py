@@ -20,6 +20,7 @@ from .helpers import (
     PAGE,
     PLUGIN_REQUESTS,
     PUBLIC,
+    RedisServer,
     add_customer,
     connect_shop,
     csrf_token,
@@ -39,6 +40,18 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def database_url(tmp_path: Any) -> str:
     """SQLite in a temporary folder, or the database TEST_DATABASE_URL names."""
     return os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path}/shop.db"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str | None]:
+    """A real redis-server on loopback when the machine has one (CI installs it)."""
+    if RedisServer.binary is None:
+        NOTES.append("redis-server is not installed here: the RQ tests used fakeredis.")
+        yield None
+        return
+    server = RedisServer().start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture

@@ -200,6 +200,13 @@ def test_text_is_cut_to_mailchimps_limit_with_the_reason_recorded(tmp_path, emul
         (item,) = db.session.query(Item).filter_by(run_id=run.id).all()
         assert item.outcome == "trimmed"
         assert item.reason == "NOTE was cut to Mailchimp's limit of 255 characters."
+        # A resync reads only what changed: the new contact is reported, not the first.
+        db.session.add(source.model(id=2, email="new@mailbox.shop", opted_in=True))
+        db.session.commit()
+        again = sync(mailchimp)
+        assert again.added == 1 and again.skipped == 0
+        reported = db.session.query(Item).filter_by(run_id=again.id).all()
+        assert [(i.outcome, i.contact_key) for i in reported] == [("trimmed", "2")]
         db.drop_all()
     assert emulator.state.member(audience.id, "long@mailbox.shop").merge_fields["NOTE"] == "x" * 255
 

@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 
-from flask_mailchimp_sync import ConfigurationError, Contact, MailchimpSync
+from flask_mailchimp_sync import ConfigurationError, Contact, MailchimpSync, MergeField
 from flask_mailchimp_sync.sources import ContactSource
 
 
@@ -26,6 +26,8 @@ def host(tmp_path):
         first = sa.Column(sa.String(100))
         last = sa.Column(sa.String(100))
         email = sa.Column(sa.String(255))
+        # By class, not name: a later test configuring every mapper must not need to find
+        # this Prefs by name once it has gone.
         prefs = db.relationship(lambda: Prefs, uselist=False)
 
     class Prefs(db.Model):
@@ -163,8 +165,95 @@ def test_streams_in_chunks_with_one_query_per_chunk(host):
     found = contacts(source, db, chunk_size=10)
     assert [c.key for c in found] == [str(n) for n in range(1, 26)]
     assert sum(c.marketing for c in found) == 13
+    # three chunks, each one query: each flag is looked up by key in the same query
+    assert len(statements) == 3 and "FROM prefs" in statements[0]
+
+
+def test_a_callable_field_reads_instances_with_their_related_rows_per_chunk(host):
+    db, _c, Customer, Prefs, _b = host
+    db.session.add_all(
+        Customer(email=f"c{n}@x.shop", prefs=Prefs(marketing=True)) for n in range(25)
+    )
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(
+        Customer, role="customer", email="email", marketing="prefs.marketing",
+        first_name=lambda customer: customer.email.split("@")[0],
+    )  # fmt: skip
+    statements: list[str] = []
+    sa.event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    found = contacts(source, db, chunk_size=10)
+    assert [c.first_name for c in found][:2] == ["c0", "c1"]
     # three chunks, each one query for customers and one for their preferences
     assert len(statements) == 6
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"email": "email", "marketing": "prefs.marketing", "first_name": "first"},
+        {"email": "email", "marketing": "prefs.marketing", "last_name": "last"},
+    ],
+)
+def test_plain_columns_read_what_the_instances_hold(host, fields):
+    """Read as columns or through instances, every contact is the same (a missing
+    related row reads as no consent either way)."""
+    db, _c, Customer, Prefs, _b = host
+    db.session.add_all(
+        [Customer(first=" Ada ", last="", email="ada@x.shop", prefs=Prefs(marketing=True)),
+         Customer(first=None, last="Baker", email=" BEN@x.shop", prefs=None),
+         Customer(first="Cleo", last="Chen", email=None, prefs=Prefs(marketing=False))]
+    )  # fmt: skip
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(Customer, role="customer", **fields)
+    assert source._plain_query() is not None
+    as_columns = contacts(source, db)
+    source._plain = False  # what reading the instances gives
+    db.session.expire_all()
+    assert contacts(source, db) == as_columns and len(as_columns) == 3
+    assert source.contacts_by_keys(db.session, ["2", "9"]) == [as_columns[1]]
+
+
+def test_typed_merge_fields_read_as_columns_hold_what_the_instances_hold(host):
+    """Typed merge fields from columns, a related column or SQL are read as plain
+    columns and formatted as when read through the instances (notes included)."""
+    db, _c, Customer, Prefs, _b = host
+    db.session.add_all(
+        [Customer(first="Ada", last="A" * 300, email="ada@x.shop", prefs=Prefs(marketing=True)),
+         Customer(first=None, last="Baker", email="ben@x.shop", prefs=None)]
+    )  # fmt: skip
+    db.session.commit()
+    source = MailchimpSync(db=db).add_source(
+        Customer, role="customer", email="email", marketing="prefs.marketing",
+        merge_fields={
+            "INITIAL": MergeField("Initial", "text", sa.func.substr(Customer.first, 1, 1)),
+            "OPTIN": MergeField("Opted in", "number", "prefs.marketing"),
+            "SURNAME": MergeField("Surname", "text", "last"),
+        },
+    )  # fmt: skip
+    assert source._plain_query() is not None
+    as_columns = contacts(source, db)
+    source._plain = False  # what reading the instances gives
+    db.session.expire_all()
+    assert contacts(source, db) == as_columns
+    ada = as_columns[0]
+    assert ada.merge_fields["INITIAL"] == "A" and len(ada.merge_fields["SURNAME"]) == 255
+    assert ada.notes == ("SURNAME was cut to Mailchimp's limit of 255 characters.",)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"tags": lambda c: {"Customer"}},
+        {"merge_fields": lambda c: {"NICK": c.first}},
+        {"merge_fields": {"NICK": MergeField("Nickname", "text", lambda c: c.first)}},
+    ],
+)
+def test_computed_tags_and_callables_are_read_through_the_instances(host, extra):
+    db, _c, Customer, _p, _b = host
+    source = MailchimpSync(db=db).add_source(
+        Customer, role="customer", email="email", marketing="prefs.marketing", **extra
+    )
+    assert source._plain_query() is None
 
 
 def test_get_contact_reads_one_row(host):
@@ -266,8 +355,6 @@ def test_a_flag_on_a_backref_declared_by_the_consent_model(tmp_path):
 
 
 def test_typed_merge_fields_read_every_way_and_tags_are_computed(host):
-    from flask_mailchimp_sync import MergeField
-
     db, _c, Customer, Prefs, _b = host
     db.session.add_all(
         [

@@ -11,6 +11,7 @@ first Sync of an audience; until then changes wait, and that Sync covers them.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ from . import ledger, locks, shop, staging
 from .members import Member, Outcome
 from .outbox import Outbox
 from .planner import ACTIVE, Action
+from .plans import History, departed_member, plan_member
 from .recorder import WITHDRAWN, Recorder
-from .runner import History, departed_member, plan_member, targets_for
+from .runner import targets_for
 from .select import PAGE
 from .sender import Sender
 from .staging import Target
@@ -44,6 +46,10 @@ log = logging.getLogger(__name__)
 #: A delivery sends at most this many changes to existing members one by one; a
 #: larger burst goes as one batch operation (one write request, however many).
 BURST = 2
+#: Seconds a delivery waits for another to finish (deliveries take a second or so;
+#: the changes that came meanwhile then go together).
+DELIVERY_PATIENCE = 10.0
+LOCK_POLL = 0.05
 
 
 @dataclass
@@ -72,16 +78,18 @@ def drain(extension: MailchimpSync, *, due_only: bool = True) -> DrainResult:
     targets = [
         t for t in targets_for(extension, settings, None) if t.audience_id in _live(settings)
     ]
-    rows = outbox.due({s.name for t in targets for s in t.sources}, due_only=due_only)
-    if not rows:
+    sources = {s.name for t in targets for s in t.sources}
+    if not outbox.due(sources, due_only=due_only):
         return DrainResult(waiting=outbox.waiting(), retry_in=outbox.next_retry_in())
     names = locks.audience_locks(t.audience_id for t in targets)
     holder = locks.holder("delivery", uuid.uuid4().hex[:12])
-    ttl = float(config["MAILCHIMP_SYNC_LOCK_TIMEOUT"])
-    if not locks.acquire(session, extension.models.Lock, names, holder, ttl):
+    if not _lock(extension, names, holder):
+        rows = outbox.due(sources, due_only=due_only)
         return _postpone(extension, rows, "Waiting for a sync to finish.", attempt=False)
     try:
-        error = _deliver(extension, settings, targets, rows)
+        # Read under the lock: a delivery that held it meanwhile took what it read.
+        rows = outbox.due(sources, due_only=due_only)
+        error = _deliver(extension, settings, targets, rows) if rows else None
     finally:
         locks.release(session, extension.models.Lock, names, holder)
     if error is not None:
@@ -89,6 +97,20 @@ def drain(extension: MailchimpSync, *, due_only: bool = True) -> DrainResult:
     return DrainResult(
         delivered=len(rows), waiting=outbox.waiting(), retry_in=outbox.next_retry_in()
     )
+
+
+def _lock(extension: MailchimpSync, names: list[str], holder: str) -> bool:
+    """Take the audiences' locks, waiting for another delivery (never for a sync)."""
+    session, Lock = extension.db.session, extension.models.Lock
+    ttl = float(current_app.config["MAILCHIMP_SYNC_LOCK_TIMEOUT"])
+    deadline = time.monotonic() + DELIVERY_PATIENCE
+    while not locks.acquire(session, Lock, names, holder, ttl):
+        if locks.held(session, Lock, names, except_deliveries=True):
+            return False  # a sync: it covers these changes, or the next delivery does
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(LOCK_POLL)
+    return True
 
 
 def _live(settings: Any) -> set[str]:

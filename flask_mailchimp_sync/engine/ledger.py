@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .. import many
 from ..models import DEFAULT_STORE, utcnow
 from .planner import Known, blocks
 
@@ -30,13 +31,18 @@ def member_states(
     session.flush()  # states added in this transaction must be seen, not added again
     _insert_missing(session, State, audience_id, emails_by_hash)
     found = session.execute(
-        sa.select(State).where(
-            State.store == DEFAULT_STORE,
-            State.audience_id == audience_id,
-            State.subscriber_hash.in_(list(emails_by_hash)),
-        )
+        sa.select(State).where(of_members(session, State, audience_id, emails_by_hash))
     ).scalars()
     return {state.subscriber_hash: state for state in found}
+
+
+def of_members(session: Any, State: Any, audience_id: str, hashes: Iterable[str]) -> Any:
+    """SQL: the state rows of these members (by subscriber hash) of the audience."""
+    return sa.and_(
+        State.store == DEFAULT_STORE,
+        State.audience_id == audience_id,
+        many.one_of(session, State.subscriber_hash, hashes),
+    )
 
 
 def member_state(session: Any, State: Any, audience_id: str, member_hash: str, email: str) -> Any:
@@ -57,12 +63,11 @@ def _insert_missing(
 
 def insert_new(session: Any, Model: Any, rows: list[dict[str, Any]]) -> None:
     """Insert *rows*, skipping any that a unique constraint says exists already."""
-    if not rows:
+    if not rows or many.insert_new(session, Model.__table__, rows):
         return
-    dialect = session.get_bind(mapper=sa.inspect(Model)).dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        session.execute(insert(Model).on_conflict_do_nothing(), rows)
+    insert = upsert_insert(session, Model)
+    if insert is not None:
+        session.execute(insert.on_conflict_do_nothing(), rows)
         return
     # Other databases: one savepoint a row, so a row another writer added is skipped.
     for row in rows:
@@ -71,6 +76,17 @@ def insert_new(session: Any, Model: Any, rows: list[dict[str, Any]]) -> None:
                 session.execute(sa.insert(Model), [row])
         except exc.IntegrityError:
             pass
+
+
+def upsert_insert(session: Any, State: Any) -> Any:
+    """An INSERT into *State*'s table that can skip rows already there (``None`` on
+    databases without ``ON CONFLICT``)."""
+    dialect = session.get_bind(mapper=sa.inspect(State)).dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(State.__table__)
+    if dialect == "sqlite":
+        return sqlite.insert(State.__table__)
+    return None
 
 
 def rekey(session: Any, State: Any, state: Any, member_hash: str, email: str) -> None:
@@ -113,7 +129,7 @@ def linked_contacts(
         sa.select(Link.source, Link.contact_key).where(
             Link.store == DEFAULT_STORE,
             Link.audience_id == audience_id,
-            Link.subscriber_hash.in_(list(set(hashes))),
+            many.one_of(session, Link.subscriber_hash, set(hashes)),
         )
     )
     return {(source, key) for source, key in rows}
@@ -145,14 +161,8 @@ def states_read(
     session: Any, State: Any, audience_id: str, hashes: Iterable[str]
 ) -> dict[str, Any]:
     """What is known of these members, as plain rows (cheap: nothing to change)."""
-    rows = session.execute(
-        sa.select(*State.__table__.c).where(
-            State.store == DEFAULT_STORE,
-            State.audience_id == audience_id,
-            State.subscriber_hash.in_(list(hashes)),
-        )
-    )
-    return {row.subscriber_hash: row for row in rows}
+    query = sa.select(*State.__table__.c).where(of_members(session, State, audience_id, hashes))
+    return {row.subscriber_hash: row for row in session.execute(query)}
 
 
 def moved_contacts(
@@ -236,7 +246,9 @@ class Links:
         """Read the links of these (source, key) contacts."""
         keys = {key for _, key in contacts}
         rows = self.session.execute(
-            sa.select(*self.Link.__table__.c).where(self.Link.contact_key.in_(keys))
+            sa.select(*self.Link.__table__.c).where(
+                many.one_of(self.session, self.Link.contact_key, keys)
+            )
         )
         self.by_contact = {(link.source, link.contact_key): link for link in rows}
 

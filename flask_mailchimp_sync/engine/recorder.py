@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .. import bounds, signals
 from .._state import real_app
 from ..models import utcnow
-from . import ledger, shop
+from . import ledger, records, shop
 from .members import CREATES, Member, Outcome
 
 if TYPE_CHECKING:
@@ -57,8 +57,15 @@ class Recorder:
         #: Signals for the host, sent once the page they describe is committed.
         self._signals: list[tuple[Any, dict[str, Any]]] = []
 
-    def record(self, audience_id: str, outcomes: Sequence[Outcome]) -> None:
-        """Record a page of outcomes (the caller commits)."""
+    def record(
+        self, audience_id: str, outcomes: Sequence[Outcome], links: ledger.Links | None = None
+    ) -> None:
+        """Record a page of outcomes (the caller commits).
+
+        :param links: the links read to plan the page (else those :attr:`links` holds).
+        """
+        if links is not None:
+            self.links = links
         snapshot, signalled = self.links.snapshot(), len(self._signals)
         try:
             self._record_page(audience_id, outcomes)
@@ -98,12 +105,16 @@ class Recorder:
 
     # -- one page -----------------------------------------------------------------------
 
-    def _record_page(self, audience_id: str, outcomes: Sequence[Outcome]) -> None:
+    def _record_page(
+        self, audience_id: str, outcomes: Sequence[Outcome], *, fresh: bool = False
+    ) -> None:
         if not self.dry_run:
-            self._prepare_states(audience_id, outcomes)
+            self._prepare_states(audience_id, outcomes, fresh=fresh)
         for outcome in outcomes:
             self._record(audience_id, outcome)
         self.links.write()
+        records.write(self.session, self.models.MemberState, self._states.values())
+        self._states = {}
         self.session.flush()
 
     def _record_one_by_one(
@@ -114,7 +125,7 @@ class Recorder:
             signalled = len(self._signals)
             try:
                 with self.session.begin_nested():
-                    self._record_page(audience_id, [outcome])
+                    self._record_page(audience_id, [outcome], fresh=True)
                 snapshot = self.links.snapshot()
             except Exception as error:
                 log.exception("A Mailchimp outcome could not be recorded")
@@ -123,12 +134,19 @@ class Recorder:
                 del self._signals[signalled:]
                 self.report_outcome(Outcome(outcome.member, "failed", reason=reason))
 
-    def _prepare_states(self, audience_id: str, outcomes: Sequence[Outcome]) -> None:
-        """Upsert the state rows a page's outcomes write, in one statement."""
-        wanted = {o.member.hash: o.member.email for o in outcomes if o.writes_state and not o.moves}
-        self._states = ledger.member_states(
-            self.session, self.models.MemberState, audience_id, wanted
-        )
+    def _prepare_states(
+        self, audience_id: str, outcomes: Sequence[Outcome], *, fresh: bool
+    ) -> None:
+        """The state records a page's outcomes change (written back in a few statements:
+        a page has hundreds): as the page was planned from, or read again (*fresh*)."""
+        writing = [o.member for o in outcomes if o.writes_state and not o.moves]
+        wanted = {member.hash: member.email for member in writing}
+        if fresh:
+            State = self.models.MemberState
+            self._states = records.read(self.session, State, audience_id, wanted)
+        else:
+            planned = {member.hash: member.state for member in writing}
+            self._states = records.known(audience_id, planned, wanted)
 
     def _record(self, audience_id: str, outcome: Outcome) -> None:
         member = outcome.member

@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -28,9 +28,10 @@ from ..merge_fields import missing_note
 from ..models import utcnow
 from ..sources import default_tag
 from . import ledger, locks, pull, staging
-from .members import Member, as_planned
+from .members import Member, Outcome, as_planned
 from .outbox import Outbox
-from .planner import decide, refusal
+from .pipeline import DEPTH, Pipeline
+from .plans import History, departed_member, plan_member
 from .recorder import Recorder
 from .select import RunSelection
 from .sender import Sender
@@ -77,7 +78,8 @@ class SyncRunner:
         self.merge_tags: dict[str, set[str]] = {}
         self.targets: Sequence[Target] = []
         self.learned: dict[str, set[str]] = {}  # members whose status Mailchimp changed
-        self.selection = RunSelection(self.session, self.models, run_id)
+        self.snapshot: staging.Snapshot | None = None
+        self.selection = RunSelection(self.session, self.models, run_id, ())
         self.recorder = Recorder(
             extension, self.run, {"run_id": run_id}, dry_run=bool(self.run.dry_run)
         )
@@ -108,6 +110,8 @@ class SyncRunner:
         if settings is None or api_key is None:
             return self._fail("Connect a Mailchimp account first.")
         targets = targets_for(self.extension, settings, self.run.role)
+        if self.run.audiences:  # queued for these audiences (one, when runs go side by side)
+            targets = [t for t in targets if t.audience_id in self.run.audiences.split(",")]
         if not targets:
             return self._fail(
                 "No audience is chosen for any role yet: pick one on the Mailchimp page."
@@ -128,7 +132,8 @@ class SyncRunner:
             role_audiences = [a for a in settings.audiences if a.audience_id == audience_id]
             self._phase(f"reading {audience_id}")  # the page names the audience
             self._read_mailchimp(api, audience_id, role_audiences)
-        self.run.total = self.selection.address_count() + sum(
+        self.addresses = {a: self.selection.address_count(a) for a in audience_ids}
+        self.run.total = sum(self.addresses.values()) + sum(
             self.selection.departed_count(a) for a in audience_ids
         )
         self._phase("previewing" if self.run.dry_run else "sending")
@@ -216,15 +221,32 @@ class SyncRunner:
 
     def _stage(self, targets: Sequence[Target]) -> None:
         chunk = int(self.config["MAILCHIMP_SYNC_CHUNK_SIZE"])
-        staged = self.models.StagedContact
-        for skipped in staging.stage(self.session, staged, self.run.id, targets, chunk_size=chunk):
+        self.snapshot = staging.Snapshot(
+            self.session, self.models, self.run.id, targets,
+            chunk_size=chunk, changed_only=not self.run.full,
+        )  # fmt: skip
+        self.selection = RunSelection(self.session, self.models, self.run.id, self.snapshot.sources)
+        for skipped in self.snapshot.take():
             self.run.skipped += skipped.outcome == "skipped"  # "trimmed" ones were sent
             contact = skipped.contact
             self.recorder.item(
                 skipped.outcome, skipped.reason,
                 source=contact.source, contact_key=contact.key, email=contact.email,
             )  # fmt: skip
+        self.selection.analyze()
         self.session.commit()
+
+    def _complete(self, audience_id: str, hashes: Iterable[str]) -> None:
+        """Stage the unchanged contacts of these addresses (the snapshot left them out)."""
+        if self.snapshot is not None and self.snapshot.unchanged:
+            contacts = self.selection.current_links(audience_id, hashes)
+            if contacts:
+                self.snapshot.add_companions(contacts)
+
+    def _groups(self, audience_id: str, hashes: Sequence[str]) -> dict[str, list[Any]]:
+        """Every contact of these addresses, as staged rows."""
+        self._complete(audience_id, hashes)
+        return self.selection.groups(audience_id, hashes)
 
     def _read_mailchimp(
         self, api: MailchimpApi, audience_id: str, role_audiences: list[Any]
@@ -246,7 +268,7 @@ class SyncRunner:
             self._phase(f"reading {audience_id} {read}")
             learned |= pull.learn(
                 self.extension, audience_id, page,
-                lambda hashes: self.selection.groups(audience_id, hashes),
+                lambda hashes: self._groups(audience_id, hashes),
                 tags, apply=not self.run.dry_run,
             )  # fmt: skip
         self.learned[audience_id] = learned
@@ -261,18 +283,25 @@ class SyncRunner:
     def _sync_audience(self, audience_id: str) -> None:
         """Every address with a contact changed since it was last handled (all with
         ``full``), 500 at a time; the rest are counted unchanged."""
-        everyone = self.selection.address_count(audience_id)
+        everyone = self.addresses[audience_id]
         also = (
             self.learned.get(audience_id, set())
             | self.selection.left(audience_id)
             | self.outbox.departed(self.run.id, audience_id)
         )
+        self._complete(audience_id, also)
         handled = declined = 0
-        for hashes in self.selection.pages(audience_id, changed_only=not self.run.full, also=also):
-            handled += len(hashes)
-            members = self._plan(audience_id, hashes)
-            declined += sum(1 for m in members if not any(c.marketing for c in m.contacts))
-            self._process(audience_id, members)
+        pages = self.selection.pages(audience_id, changed_only=not self.run.full, also=also)
+        with self._pipeline(audience_id) as pipeline:
+            for hashes in pages:
+                handled += len(hashes)
+                page = self._plan(audience_id, hashes)
+                if page.moves and pipeline.busy:
+                    # Moves read members other pages may be changing: those go first.
+                    pipeline.flush()
+                    page = self._plan(audience_id, hashes)
+                declined += sum(1 for m in page.members if not any(c.marketing for c in m.contacts))
+                pipeline.submit(page)
         if not self.run.dry_run:
             self._forget_links_of_deleted_contacts(audience_id)
         quiet = self.selection.without_consent_count(audience_id) - declined  # not handled
@@ -281,40 +310,55 @@ class SyncRunner:
         self.run.processed += everyone - handled
         self._commit()
 
-    def _plan(self, audience_id: str, hashes: list[str]) -> list[Member]:
-        groups = self.selection.groups(audience_id, hashes)
+    def _plan(self, audience_id: str, hashes: list[str]) -> Page:
+        groups = self._groups(audience_id, hashes)
         states = ledger.states_read(self.session, self.models.MemberState, audience_id, hashes)
-        links = self.recorder.links
+        links = ledger.Links(self.session, self.models.ContactState)
         links.load((row.source, row.contact_key) for rows in groups.values() for row in rows)
         moved = ledger.moved_contacts(links.by_contact, audience_id, groups)
         olds = set().union(*moved.values()) if moved else set()
+        self._complete(audience_id, olds)
         old_states = ledger.states_read(self.session, self.models.MemberState, audience_id, olds)
         history = History(
             ledger.previous_members(moved, old_states, self.selection.in_use(audience_id, olds)),
             ledger.refused_contacts(links.by_contact, audience_id, groups, old_states),
         )
-        return [
+        members = [
             plan_member(member_hash, groups[member_hash], states.get(member_hash), history,
                         self.merge_tags[audience_id], full=bool(self.run.full))
             for member_hash in hashes
         ]  # fmt: skip
+        return Page(members, links, moves=bool(moved))
 
     def _archive_departed(self, audience_id: str) -> None:
         """Members the shop created whose contacts are gone from the shop."""
         last_id = 0
-        while states := self.selection.departed(audience_id, last_id):
-            last_id = states[-1].id
-            self._process(audience_id, [departed_member(state) for state in states])
+        with self._pipeline(audience_id) as pipeline:
+            while states := self.selection.departed(audience_id, last_id):
+                last_id = states[-1].id
+                members = [departed_member(state) for state in states]
+                pipeline.submit(Page(members, ledger.Links(self.session, self.models.ContactState)))
 
-    def _process(self, audience_id: str, members: list[Member]) -> None:
-        if self.run.dry_run:
-            outcomes = [as_planned(m) for m in members]
-        else:
-            outcomes = self.sender.send(audience_id, members)
-        self.recorder.record(audience_id, outcomes)
-        self.run.processed += len(members)
-        self._heartbeat()
-        self._commit()
+    def _pipeline(self, audience_id: str) -> Pipeline[Page]:
+        """Pages sent in the background (a preview sends nothing), recorded in order.
+
+        The sending threads touch no ORM object: the run's attributes expire at each
+        commit, and loading them again needs the session and app context of this thread.
+        """
+        dry_run = bool(self.run.dry_run)
+
+        def send(page: Page) -> list[Outcome]:
+            if dry_run:
+                return [as_planned(m) for m in page.members]
+            return self.sender.send(audience_id, page.members)
+
+        def record(page: Page, outcomes: list[Outcome]) -> None:
+            self.recorder.record(audience_id, outcomes, page.links)
+            self.run.processed += len(page.members)
+            self._heartbeat()
+            self._commit()
+
+        return Pipeline(send, record, depth=1 if dry_run else DEPTH)
 
     def _forget_links_of_deleted_contacts(self, audience_id: str) -> None:
         """Forget the links of contacts gone from the shop.
@@ -335,48 +379,14 @@ class SyncRunner:
         self.selection.forget_links(gone)
 
 
-@dataclass(frozen=True)
-class History:
-    """What the contacts of a page's addresses were before their addresses changed."""
+@dataclass
+class Page:
+    """A page of planned members, with the links of their contacts (read to plan them,
+    written when they are recorded); *moves*: some contact changed its address."""
 
-    #: Address -> (the member a contact was last sent as, whether it may move along).
-    previous: dict[str, tuple[Any, bool]] = field(default_factory=dict)
-    #: Address -> (its contacts whose person refused under another address, that member).
-    refused: dict[str, tuple[frozenset[tuple[str, str]], Any]] = field(default_factory=dict)
-
-
-def plan_member(
-    member_hash: str,
-    contacts: list[Any],
-    state: Any,
-    history: History,
-    merge_tags: set[str],
-    *,
-    full: bool = False,
-) -> Member:
-    """One address's contacts, its state and its history, decided."""
-    before, can_move = history.previous.get(member_hash, (None, False))
-    refused, refusing = history.refused.get(member_hash, (frozenset(), None))
-    wanted = staging.wanted_member(contacts, merge_tags, refused)
-    member = Member(member_hash, wanted, ledger.known(state), state, contacts, before, can_move)
-    member.refused = refused
-    said_no = any(row.marketing for row in contacts if (row.source, row.contact_key) in refused)
-    member.decision = decide(
-        wanted,
-        member.known,
-        previous=ledger.known(before),
-        can_move=can_move,
-        refused=refusal(ledger.known(refusing)) if said_no else None,  # type: ignore[arg-type]
-        full=full,
-    )
-    return member
-
-
-def departed_member(state: Any) -> Member:
-    """A member none of whose contacts is left in the shop."""
-    member = Member(state.subscriber_hash, None, ledger.known(state), state)
-    member.decision = decide(None, member.known)
-    return member
+    members: list[Member]
+    links: ledger.Links
+    moves: bool = False
 
 
 def _pages(items: Any, size: int) -> Any:

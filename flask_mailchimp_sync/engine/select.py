@@ -1,69 +1,140 @@
 """Which addresses a run handles, chosen by the database from the staged contacts.
 
 Addresses are grouped and paged in SQL, so memory stays flat however large the shop.
-An incremental run handles only addresses with a contact changed since it was last
-handled (its link differs), addresses a contact left, and members Mailchimp changed;
-departed members are those the shop created whose contacts are all gone.
+The contacts of an address are its staged rows and the *current links*: the links of
+contacts the run read but left out as unchanged (see :class:`.staging.Snapshot`). An
+incremental run handles only addresses with a contact changed since it was last
+handled, addresses a contact left, and members Mailchimp changed; departed members are
+those the shop created whose contacts are all gone.
+
+Staged rows are written in bulk right before these queries read them: on PostgreSQL
+:meth:`RunSelection.analyze` refreshes the planner's statistics first, or a plan made
+for an empty table could loop over a million rows for each of a million others.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc
 
-from ..models import DEFAULT_STORE
+from .. import many
+from ..models import ABSENT, DEFAULT_STORE
 from .planner import ACTIVE
+
+log = logging.getLogger(__name__)
 
 PAGE = 500
 
 
 class RunSelection:
-    """The staged contacts of one run, as the database groups them."""
+    """The staged contacts of one run, as the database groups them.
 
-    def __init__(self, session: Any, models: Any, run_id: int) -> None:
+    :param sources: the names of the sources the run read.
+    """
+
+    def __init__(self, session: Any, models: Any, run_id: int, sources: Iterable[str]) -> None:
         self.session = session
         self.Staged = models.StagedContact
         self.Link = models.ContactState
         self.State = models.MemberState
         self.run_id = run_id
+        self.sources = sorted(set(sources))
+
+    def analyze(self) -> None:
+        """Fresh statistics for the tables a run queries (PostgreSQL; other databases
+        plan without them): the staged rows, just written, and the ledger's tables
+        when a tenth of them changed since they were last analysed (after a first
+        sync, say). The caller commits."""
+        if self.session.get_bind(clause=self.Staged.__table__).dialect.name != "postgresql":
+            return
+        names = [self.Staged.__table__.name, *self._stale(self.Link, self.State)]
+        try:
+            with self.session.begin_nested():
+                self.session.execute(sa.text(f"ANALYZE {', '.join(names)}"))
+        except exc.DBAPIError as error:  # not the tables' owner: plan with what there is
+            log.warning("Could not ANALYZE the Mailchimp sync tables: %s", error)
+
+    def _stale(self, *models: Any) -> list[str]:
+        """Which of these tables changed by a tenth since PostgreSQL last analysed them."""
+        names = [model.__table__.name for model in models]
+        query = sa.text(
+            "SELECT relname FROM pg_stat_user_tables WHERE relid = ANY(CAST(:tables AS regclass[]))"
+            " AND n_mod_since_analyze > 0.1 * GREATEST(n_live_tup, 1000)"
+        )
+        return list(self.session.execute(query, {"tables": names}).scalars())
 
     def _mine(self, audience_id: str) -> Any:
         staged = self.Staged
         return sa.and_(staged.run_id == self.run_id, staged.audience_id == audience_id)
 
-    def address_count(self, audience_id: str | None = None) -> int:
-        staged = self.Staged
-        key = (
-            staged.subscriber_hash
-            if audience_id
-            else staged.audience_id + ":" + staged.subscriber_hash
+    def _current(self, audience_id: str) -> Any:
+        """SQL: this link stands for a contact of the audience the run left unstaged."""
+        staged, link = self.Staged, self.Link
+        staged_here = sa.select(staged.id).where(
+            staged.run_id == self.run_id,
+            staged.source == link.source,
+            staged.contact_key == link.contact_key,
         )
-        where = self._mine(audience_id) if audience_id else staged.run_id == self.run_id
-        return int(
-            self.session.execute(sa.select(sa.func.count(sa.distinct(key))).where(where)).scalar()
-            or 0
+        return sa.and_(
+            link.store == DEFAULT_STORE,
+            link.audience_id == audience_id,
+            link.source.in_(self.sources),
+            ~sa.exists(staged_here),
         )
 
+    def current_links(self, audience_id: str, hashes: Iterable[str]) -> list[tuple[str, str]]:
+        """The unstaged contacts (source name, key) of these addresses."""
+        link, found = self.Link, []
+        wanted = sorted(set(hashes))
+        for start in range(0, len(wanted), PAGE):
+            query = sa.select(link.source, link.contact_key).where(
+                self._current(audience_id),
+                many.one_of(self.session, link.subscriber_hash, wanted[start : start + PAGE]),
+            )
+            found += [(source, key) for source, key in self.session.execute(query)]
+        return found
+
+    def address_count(self, audience_id: str) -> int:
+        """The audience's addresses: of staged contacts and of current links."""
+        staged, link = self.Staged, self.Link
+        addresses = sa.union(
+            sa.select(staged.subscriber_hash).where(self._mine(audience_id)),
+            sa.select(link.subscriber_hash).where(self._current(audience_id)),
+        ).subquery()
+        query = sa.select(sa.func.count()).select_from(addresses)
+        return int(self.session.execute(query).scalar() or 0)
+
     def without_consent_count(self, audience_id: str) -> int:
-        """Addresses of the audience that no staged contact gave the marketing flag."""
-        staged = self.Staged
+        """Addresses of the audience none of whose contacts has the marketing flag.
+
+        Unstaged contacts all have it: a resync leaves out only the unchanged contacts
+        with the flag (see :class:`.staging.Snapshot`), so an address with a current
+        link has consent.
+        """
+        staged, link = self.Staged, self.Link
         consenting = sa.func.max(sa.case((staged.marketing.is_(True), 1), else_=0))
         addresses = (
-            sa.select(staged.subscriber_hash)
+            sa.select(staged.subscriber_hash.label("subscriber_hash"))
             .where(self._mine(audience_id))
             .group_by(staged.subscriber_hash)
             .having(consenting == 0)
+            .subquery()
         )
-        count = sa.select(sa.func.count()).select_from(addresses.subquery())
+        linked = sa.select(link.id).where(
+            self._current(audience_id), link.subscriber_hash == addresses.c.subscriber_hash
+        )
+        count = sa.select(sa.func.count()).select_from(addresses).where(~sa.exists(linked))
         return int(self.session.execute(count).scalar() or 0)
 
     def pages(
         self, audience_id: str, *, changed_only: bool, also: Iterable[str] = ()
     ) -> Iterator[list[str]]:
-        """Addresses to handle, :data:`PAGE` at a time, in hash order.
+        """Staged addresses to handle, :data:`PAGE` at a time, in hash order.
 
         With *changed_only*: addresses with a changed contact, and those in *also*.
         """
@@ -71,7 +142,10 @@ class RunSelection:
         query = sa.select(staged.subscriber_hash).where(self._mine(audience_id))
         if changed_only:
             query = query.where(
-                sa.or_(self._contact_changed(), staged.subscriber_hash.in_(sorted(set(also))))
+                sa.or_(
+                    self._contact_changed(),
+                    many.one_of(self.session, staged.subscriber_hash, sorted(set(also))),
+                )
             )
         last = ""
         while True:
@@ -93,7 +167,9 @@ class RunSelection:
         staged = self.Staged
         rows = self.session.execute(
             sa.select(*staged.__table__.c)
-            .where(self._mine(audience_id), staged.subscriber_hash.in_(hashes))
+            .where(
+                self._mine(audience_id), many.one_of(self.session, staged.subscriber_hash, hashes)
+            )
             .order_by(staged.id)
         )
         grouped: dict[str, list[Any]] = defaultdict(list)
@@ -105,7 +181,7 @@ class RunSelection:
         """Which of these addresses some staged contact still has."""
         staged = self.Staged
         query = sa.select(staged.subscriber_hash).where(
-            self._mine(audience_id), staged.subscriber_hash.in_(sorted(set(hashes)))
+            self._mine(audience_id), many.one_of(self.session, staged.subscriber_hash, set(hashes))
         )
         return set(self.session.execute(query).scalars())
 
@@ -119,7 +195,7 @@ class RunSelection:
             staged.subscriber_hash == link.subscriber_hash,
         )
         query = sa.select(link.subscriber_hash).where(
-            link.audience_id == audience_id, ~sa.exists(still)
+            link.audience_id == audience_id, ~sa.exists(still), ~self._current(audience_id)
         )
         return set(self.session.execute(query).scalars())
 
@@ -146,9 +222,12 @@ class RunSelection:
         return int(self.session.execute(query).scalar() or 0)
 
     def _departed_query(self, audience_id: str) -> Any:
-        state, staged = self.State, self.Staged
+        state, staged, link = self.State, self.Staged, self.Link
         still_here = sa.select(staged.id).where(
             self._mine(audience_id), staged.subscriber_hash == state.subscriber_hash
+        )
+        still_linked = sa.select(link.id).where(
+            self._current(audience_id), link.subscriber_hash == state.subscriber_hash
         )
         return (
             sa.select(*state.__table__.c)
@@ -157,20 +236,24 @@ class RunSelection:
                 state.sent.is_(True),
                 state.status.in_(sorted(ACTIVE)),
                 ~sa.exists(still_here),
+                ~sa.exists(still_linked),
             )
             .order_by(state.id)
         )
 
     def unstaged_links(self, audience_id: str) -> list[Any]:
-        """Links (id, source, key) of contacts this run did not stage."""
+        """Links (id, source, key) of contacts missing from this run's snapshot: marked
+        absent, or of a source the run did not read."""
         staged, link = self.Staged, self.Link
-        here = sa.select(staged.id).where(
+        absent = sa.select(staged.id).where(
             staged.run_id == self.run_id,
+            staged.audience_id == ABSENT,
             staged.source == link.source,
             staged.contact_key == link.contact_key,
         )
         query = sa.select(link.id, link.source, link.contact_key).where(
-            link.audience_id == audience_id, ~sa.exists(here)
+            link.audience_id == audience_id,
+            sa.or_(link.source.not_in(self.sources), sa.exists(absent)),
         )
         return list(self.session.execute(query))
 

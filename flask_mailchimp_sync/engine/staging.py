@@ -2,26 +2,32 @@
 
 Contacts are streamed from the host's models and written to ``mailchimp_sync_staged``
 a chunk at a time, so the database (not memory) groups a person's contacts by address:
-memory stays flat however large the shop. Bad data is skipped here, with a reason.
+memory stays flat however large the shop. A resync stages only the contacts that changed
+since they were last handled. Bad data is skipped here, with a reason.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from .. import bounds, emails
+from .. import bounds, emails, many
 from ..merge_fields import tag_problem
+from ..models import ABSENT, DEFAULT_STORE
 from ..sources import Contact, ContactSource
 from .planner import Wanted
 
 #: Mailchimp's limit for a text merge field.
 MAX_FIELD_LENGTH = 255
+_CONTROL = re.compile(r"[\x00-\x1f]")
+#: How merge fields are written (and fingerprinted): one encoder, not one per contact.
+_FIELDS_JSON = json.JSONEncoder(default=str, sort_keys=True).encode
 INSERT_CHUNK = 1000
 
 
@@ -70,40 +76,174 @@ def field_problem(value: Any) -> str | None:
     """Why a text merge field cannot hold *value* (to follow its name), or ``None``."""
     if isinstance(value, str) and len(value) > MAX_FIELD_LENGTH:
         return f"is longer than {MAX_FIELD_LENGTH} characters"
-    if isinstance(value, str) and any(ord(c) < 32 for c in value):
+    if isinstance(value, str) and _CONTROL.search(value):
         return "holds control characters"
     return None
 
 
-def stage(
-    session: Any,
-    staged_model: Any,
-    run_id: int,
-    targets: Iterable[Target],
-    *,
-    chunk_size: int = 1000,
-) -> Iterable[Skipped]:
-    """Stage every contact of *targets*; yields the contacts with consent it had to skip.
+class Snapshot:
+    """A run's snapshot of the shop, staged in ``mailchimp_sync_staged``.
 
-    Rows go in with Core inserts (nothing kept in the session); the caller commits.
+    Every contact of the targets is read and checked; a contact with the marketing flag
+    whose link (the member it was last sent as) says it is unchanged since is left out
+    when *changed_only*, so a resync writes little more than what changed (contacts
+    without the flag are staged: they tell which addresses nobody opted in at). The
+    contacts left out are still there: their links stand for them (see :mod:`.select`),
+    and :meth:`add_companions` stages the ones an address being handled needs. A linked
+    contact that is not sendable any more (its address became invalid, or it was
+    deleted) is staged as a mark (:data:`ABSENT`), so its link no longer stands for it.
     """
-    rows: list[dict[str, Any]] = []
-    for target in targets:
-        for source in target.sources:
-            for contact in source.iter_contacts(session, chunk_size=chunk_size):
-                row, problem = checked_row(staged_model, run_id, target, contact)
-                if problem is not None:
-                    if contact.marketing:  # without consent it would not be sent anyway
-                        yield Skipped(contact, problem)
+
+    def __init__(
+        self,
+        session: Any,
+        models: Any,
+        run_id: int,
+        targets: Sequence[Target],
+        *,
+        chunk_size: int = 1000,
+        changed_only: bool = True,
+    ) -> None:
+        self.session = session
+        self.Staged = models.StagedContact
+        self.Link = models.ContactState
+        self.run_id = run_id
+        self.targets = list(targets)
+        self.chunk_size = chunk_size
+        self.changed_only = changed_only
+        #: Contacts left out because their links say they are unchanged.
+        self.unchanged = 0
+        self._rows: list[dict[str, Any]] = []
+
+    @property
+    def sources(self) -> set[str]:
+        """The names of the sources the snapshot covers."""
+        return {source.name for target in self.targets for source in target.sources}
+
+    def take(self) -> Iterator[Skipped]:
+        """Stage every contact; yields the contacts with consent it had to skip.
+
+        Rows go in with Core inserts (nothing kept in the session); the caller commits.
+        """
+        for target in self.targets:
+            for source in target.sources:
+                linked = 0
+                for chunk in source.iter_chunks(self.session, chunk_size=self.chunk_size):
+                    linked += yield from self._stage_chunk(target, chunk)
+                self._mark_deleted(source, linked)
+        self._write()
+
+    def add_companions(self, contacts: Iterable[tuple[str, str]]) -> None:
+        """Stage these unchanged contacts (source name, key), read again from the shop:
+        an address being handled needs all of its contacts."""
+        keys: dict[str, list[str]] = {}
+        for name, key in contacts:
+            keys.setdefault(name, []).append(key)
+        for target in self.targets:
+            for source in target.sources:
+                wanted = keys.get(source.name)
+                if not wanted:
                     continue
-                rows.append(row)
+                found = source.contacts_by_keys(self.session, wanted)
+                for contact in found:
+                    row, problem = checked_row(self.Staged, self.run_id, target, contact)
+                    self._add(absent_row(self.run_id, contact) if problem else row)
+                for key in sorted(set(wanted) - {contact.key for contact in found}):
+                    self._add(_mark(self.run_id, source.name, key))  # deleted meanwhile
+        self._write()
+
+    def _stage_chunk(
+        self, target: Target, contacts: list[Contact]
+    ) -> Generator[Skipped, None, int]:
+        """Stage a chunk of one source's contacts; returns how many of them have a link."""
+        if not contacts:
+            return 0
+        links = self._links(contacts[0].source, [contact.key for contact in contacts])
+        for contact in contacts:
+            row = staged_row(self.run_id, target, contact)
+            link = links.get(contact.key)
+            if self.changed_only and link == (
+                target.audience_id,
+                row["subscriber_hash"],
+                row["fingerprint"],
+            ):
+                # Handled as it is now, so its data passed these very checks then.
                 if contact.marketing:
+                    self.unchanged += 1
+                else:  # staged all the same: it tells an address nobody opted in at
+                    self._add(row)
+                continue
+            problem = contact_problem(contact) or bounds.problem(self.Staged, row)
+            if problem is None:
+                self._add(row)
+                if contact.marketing:  # sent, with a value cut to fit
                     yield from (Skipped(contact, note, "trimmed") for note in contact.notes)
-                if len(rows) >= INSERT_CHUNK:
-                    session.execute(sa.insert(staged_model), rows)
-                    rows = []
-    if rows:
-        session.execute(sa.insert(staged_model), rows)
+                continue
+            if contact.marketing:  # without consent it would not be sent anyway
+                yield Skipped(contact, problem)
+            if link is not None:
+                self._add(absent_row(self.run_id, contact))
+        return len(links)
+
+    def _links(self, source: str, keys: list[str]) -> dict[str, tuple[str, str, str]]:
+        """The links of these contacts of *source*: key -> (audience, hash, fingerprint)."""
+        Link = self.Link
+        rows = self.session.execute(
+            sa.select(Link.contact_key, Link.audience_id, Link.subscriber_hash, Link.fingerprint)
+            .where(Link.store == DEFAULT_STORE, Link.source == source)
+            .where(many.one_of(self.session, Link.contact_key, keys))
+        )
+        return {key: (audience, member, print_) for key, audience, member, print_ in rows}
+
+    def _mark_deleted(self, source: ContactSource, linked: int) -> None:
+        """Mark the linked contacts of *source* the shop no longer has.
+
+        Counting is enough to know there are none (each contact has one link at most);
+        only then are the links looked at, a page at a time.
+        """
+        Link = self.Link
+        mine = sa.and_(Link.store == DEFAULT_STORE, Link.source == source.name)
+        total = self.session.execute(sa.select(sa.func.count()).where(mine)).scalar() or 0
+        if total <= linked:
+            return
+        last_id = 0
+        while True:
+            page = self.session.execute(
+                sa.select(Link.id, Link.contact_key)
+                .where(mine, Link.id > last_id)
+                .order_by(Link.id)
+                .limit(INSERT_CHUNK)
+            ).all()
+            if not page:
+                return
+            last_id = page[-1].id
+            keys = [row.contact_key for row in page]
+            still = source.existing_keys(self.session, keys)
+            for key in keys:
+                if key not in still:
+                    self._add(_mark(self.run_id, source.name, key))
+
+    def _add(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= INSERT_CHUNK:
+            self._write()
+
+    def _write(self) -> None:
+        many.insert(self.session, self.Staged.__table__, self._rows)
+        self._rows = []
+
+
+def absent_row(run_id: int, contact: Contact) -> dict[str, Any]:
+    return _mark(run_id, contact.source, contact.key)
+
+
+def _mark(run_id: int, source: str, key: str) -> dict[str, Any]:
+    """A staged row saying the linked contact *key* is not in the snapshot."""
+    return {
+        "run_id": run_id, "audience_id": ABSENT, "subscriber_hash": "", "email": "",
+        "source": source, "contact_key": key, "tag": "", "marketing": False,
+        "merge_fields": "{}", "tags": "", "fingerprint": "",
+    }  # fmt: skip
 
 
 def checked_row(
@@ -117,7 +257,7 @@ def checked_row(
 def staged_row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
     """A contact as one row of ``mailchimp_sync_staged`` (a checked contact)."""
     email = emails.normalize(contact.email) or ""
-    fields = json.dumps(contact_fields(contact), default=str, sort_keys=True)
+    fields = _FIELDS_JSON(contact_fields(contact))
     tags = ",".join(sorted(contact.tags))
     return {
         "run_id": run_id,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from .entities import Account, Audience, Member
 from .errors import ApiError
 from .faults import KINDS as FAULT_KINDS
 from .faults import Faults
 from .server import MailchimpEmulator
-from .state import Account, Audience, EmulatorState, Member
+from .state import EmulatorState
 
 __all__ = [
     "FAULT_KINDS",

@@ -1,35 +1,24 @@
-"""The emulated Marketing API v3 as a WSGI app (a small Flask app of its own).
-
-Every API call passes the same gate, in Mailchimp's order: Basic auth, the cap of
-simultaneous connections per account, latency, injected faults, the body's schema;
-then the handler runs under the state's lock and the request is logged.
+"""The emulated Marketing API v3 as a WSGI app (a small Flask app of its own): its
+routes, each passing the same gate (:mod:`.gate`), and the ``/_emulator`` controls.
 """
 
 from __future__ import annotations
 
-import json
-import socket
-import threading
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
 
 from . import batches, errors, rules, schemas
+from .entities import Account, parse_timestamp
 from .faults import Faults
-from .fields import filter_fields
-from .state import Account, EmulatorState, parse_timestamp
-
-Handler = Callable[..., Any]
-PROBLEM_JSON = "application/problem+json"
+from .gate import Gate, Handler, json_response, problem
+from .state import EmulatorState
 
 
 def create_app(state: EmulatorState, faults: Faults) -> Flask:
     app = Flask(__name__)
-    gate = _Gate(state, faults)
+    gate = Gate(state, faults)
 
     def route(
         rule: str, method: str, schema: schemas.Schema | None = None
@@ -50,14 +39,14 @@ def create_app(state: EmulatorState, faults: Faults) -> Flask:
     @app.errorhandler(404)
     @app.errorhandler(405)
     def unknown_route(error: Any) -> Response:
-        problem = (
+        refused = (
             errors.not_found()
             if error.code == 404
             else errors.ApiError(
                 405, "Method Not Allowed", "The requested method and resource are not compatible."
             )
         )
-        return _problem(problem)
+        return problem(refused)
 
     return app
 
@@ -224,150 +213,13 @@ def _paging() -> tuple[int, int]:
     return count, offset
 
 
-class _Gate:
-    """What every API request goes through before and after its handler."""
-
-    def __init__(self, state: EmulatorState, faults: Faults) -> None:
-        self.state = state
-        self.faults = faults
-        self._open: Counter[str] = Counter()
-        self._open_lock = threading.Lock()
-
-    def call(
-        self, handler: Handler, schema: schemas.Schema | None, params: dict[str, str]
-    ) -> Response:
-        body: Any = None
-        response: Response
-        internal = bool(request.environ.get(batches.INTERNAL))
-        try:
-            body = _json_body() if schema is not None else None
-            account = self.state.account_for(
-                request.authorization.password if request.authorization else None
-            )
-            if internal:  # an operation of a batch: already admitted with the batch
-                response = self._serve(account, handler, schema, params, body, faults=False)
-            else:
-                with self._connection(account):
-                    response = self._serve(account, handler, schema, params, body)
-        except errors.ApiError as refused:
-            response = _problem(refused)
-        if not internal:
-            self._log(body, response.status_code)
-        return response
-
-    def _serve(
-        self,
-        account: Account,
-        handler: Handler,
-        schema: schemas.Schema | None,
-        params: dict[str, str],
-        body: Any,
-        *,
-        faults: bool = True,
-    ) -> Response:
-        if faults and self.faults.latency:
-            time.sleep(self.faults.latency)
-        fault = self.faults.draw() if faults else None
-        if fault == "drop":
-            _drop_connection()
-        if fault and fault != "timeout":
-            return _fault_response(fault)
-        if fault == "timeout":
-            time.sleep(self.faults.hang_seconds)
-        if schema is not None:
-            problems = schemas.validate(body, schema)
-            if problems:
-                raise errors.schema_error(problems)
-            params["body"] = body
-        with self.state.lock:
-            result = handler(account, **params)
-        if result is None:
-            return Response(status=204)
-        return _json(
-            filter_fields(result, request.args.get("fields"), request.args.get("exclude_fields"))
-        )
-
-    @contextmanager
-    def _connection(self, account: Account) -> Iterator[None]:
-        """Hold one of the account's simultaneous connections, or answer 429."""
-        with self._open_lock:
-            if self._open[account.api_key] >= self.faults.max_connections:
-                raise errors.ApiError(
-                    429,
-                    "Too Many Requests",
-                    f"You have exceeded the limit of {self.faults.max_connections} "
-                    "simultaneous connections.",
-                )
-            self._open[account.api_key] += 1
-        try:
-            yield
-        finally:
-            with self._open_lock:
-                self._open[account.api_key] -= 1
-
-    def _log(self, body: Any, status: int) -> None:
-        entry = {
-            "method": request.method,
-            "path": request.path.removeprefix("/3.0"),
-            "query": request.args.to_dict(),
-            "body": body,
-            "status": status,
-            "user_agent": request.headers.get("User-Agent", ""),
-            "at": time.time(),
-        }
-        with self.state.lock:
-            self.state.requests.append(entry)
-
-
-def _json_body() -> Any:
-    raw = request.get_data(cache=False)
-    try:
-        body = json.loads(raw or b"null")
-    except ValueError:
-        raise errors.ApiError(
-            400, "JSON Parse Exception", "We encountered an unspecified JSON parsing error."
-        ) from None
-    if not isinstance(body, dict):
-        raise errors.schema_error(
-            [{"field": "", "message": "Schema describes object, body found instead"}]
-        )
-    return body
-
-
-def _drop_connection() -> None:
-    sock = request.environ.get("werkzeug.socket")
-    if sock is not None:
-        sock.shutdown(socket.SHUT_RDWR)
-    raise errors.ApiError(502, "Connection dropped", "The emulator dropped this connection.")
-
-
-def _fault_response(kind: str) -> Response:
-    status = int(kind.split("-")[0])
-    if kind.endswith("-bare"):
-        return Response(b"", status=status, content_type="text/html")
-    titles = {429: "Too Many Requests", 500: "Internal Server Error"}
-    details = {
-        429: "You have exceeded the limit of 10 simultaneous connections.",
-        500: "An unexpected internal error has occurred. Please contact Support.",
-    }
-    return _problem(errors.ApiError(status, titles[status], details[status]))
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, content_type="application/json")
-
-
-def _problem(error: errors.ApiError) -> Response:
-    return Response(json.dumps(error.body()), status=error.status, content_type=PROBLEM_JSON)
-
-
 def _control_routes(app: Flask, state: EmulatorState, faults: Faults) -> None:
     """``/_emulator/...``: arrange and inspect a running emulator from another process."""
 
     @app.get("/_emulator/state")
     def summary() -> Response:
         with state.lock:
-            return _json(
+            return json_response(
                 {
                     "accounts": [
                         {"api_key": a.api_key, "name": a.name} for a in state.accounts.values()
@@ -382,32 +234,54 @@ def _control_routes(app: Flask, state: EmulatorState, faults: Faults) -> None:
                 }
             )
 
+    @app.get("/_emulator/connections")
+    def connections() -> Response:
+        """Connections in flight per account key now, the most at once, and refusals."""
+        return json_response(state.connections.as_json())
+
+    @app.post("/_emulator/connections/reset")
+    def reset_connections() -> Response:
+        state.connections.reset()
+        return json_response(state.connections.as_json())
+
+    @app.post("/_emulator/changes")
+    def start_changes() -> Response:
+        """Start logging members' status changes (what ``GET`` then returns)."""
+        state.record_changes()
+        return json_response({"recording": True})
+
+    @app.get("/_emulator/changes")
+    def changes() -> Response:
+        start = request.args.get("since", 0, type=int)
+        with state.lock:
+            return json_response((state.changes or [])[start:])
+
     @app.post("/_emulator/state")
     def set_behaviour() -> Response:
         """Switch behaviour Mailchimp's docs leave open: ``archived_in_unfiltered_list``."""
         spec = request.get_json(force=True, silent=True)
         if not isinstance(spec, dict) or set(spec) - {"archived_in_unfiltered_list"}:
-            return _json({"error": "Only archived_in_unfiltered_list can be set."}, 400)
+            return json_response({"error": "Only archived_in_unfiltered_list can be set."}, 400)
         value = spec.get("archived_in_unfiltered_list", state.archived_in_unfiltered_list)
         if not isinstance(value, bool):
-            return _json({"error": "archived_in_unfiltered_list takes true or false."}, 400)
+            return json_response({"error": "archived_in_unfiltered_list takes true or false."}, 400)
         with state.lock:
             state.archived_in_unfiltered_list = value
-        return _json({"archived_in_unfiltered_list": value})
+        return json_response({"archived_in_unfiltered_list": value})
 
     @app.get("/_emulator/lists/<list_id>/members")
     def dump_members(list_id: str) -> Response:
         with state.lock:
             audience = state.audiences.get(list_id)
             if audience is None:
-                return _problem(errors.not_found())
-            return _json([m.as_json(list_id) for m in audience.members.values()])
+                return problem(errors.not_found())
+            return json_response([m.as_json(list_id) for m in audience.members.values()])
 
     @app.get("/_emulator/requests")
     def request_log() -> Response:
         start = request.args.get("since", 0, type=int)
         with state.lock:
-            return _json(state.requests[start:])
+            return json_response(state.requests[start:])
 
     @app.get("/_emulator/batches/<batch_id>/results.tar.gz")
     def batch_results(batch_id: str) -> Response:
@@ -415,7 +289,7 @@ def _control_routes(app: Flask, state: EmulatorState, faults: Faults) -> None:
         with state.lock:
             batch = state.batches.get(batch_id)
             if batch is None:
-                return _problem(errors.not_found())
+                return problem(errors.not_found())
             archive = batches.results_archive(batch)
         return Response(archive, content_type="application/x-gzip")
 
@@ -424,12 +298,12 @@ def _control_routes(app: Flask, state: EmulatorState, faults: Faults) -> None:
         try:
             faults.configure(**(request.get_json(force=True) or {}))
         except (TypeError, ValueError, KeyError) as refused:
-            return _json({"error": str(refused)}, 400)
-        return _json({"latency": faults.latency, "error_rate": faults.error_rate})
+            return json_response({"error": str(refused)}, 400)
+        return json_response({"latency": faults.latency, "error_rate": faults.error_rate})
 
     @app.post("/_emulator/accounts")
     def add_account() -> Response:
         spec = request.get_json(force=True) or {}
         account = state.add_account(spec.get("name", "Test Shop"), api_key=spec.get("api_key"))
         audiences = [state.add_audience(account, name).id for name in spec.get("audiences", [])]
-        return _json({"api_key": account.api_key, "audiences": audiences})
+        return json_response({"api_key": account.api_key, "audiences": audiences})

@@ -16,7 +16,8 @@ from typing import Any
 
 from flask import Flask
 
-from .state import Account, EmulatorState, now, timestamp
+from .entities import Account, now, timestamp
+from .state import EmulatorState
 
 INTERNAL = "emulator.internal"
 

@@ -8,157 +8,23 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from . import errors, rules
-from .schemas import BATCH_LIMIT
-
-DEFAULT_MERGE_FIELDS = (
-    ("FNAME", "First Name", "text"),
-    ("LNAME", "Last Name", "text"),
-    ("ADDRESS", "Address", "address"),
-    ("PHONE", "Phone Number", "phone"),
-    ("BIRTHDAY", "Birthday", "birthday"),
+from .entities import (
+    DEFAULT_MERGE_FIELDS,
+    DEFAULT_OPTIONS,
+    Account,
+    Audience,
+    Connections,
+    Member,
+    hex_id,
+    now,
 )
-
-
-#: The options Mailchimp gives a new field of each type.
-DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
-    "text": {"size": 25},
-    "date": {"date_format": "MM/DD/YYYY"},
-    "birthday": {"date_format": "MM/DD"},
-    "phone": {"phone_format": "none"},
-    "address": {"default_country": 164},
-}
-
-
-def now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def timestamp(moment: datetime | None) -> str:
-    return moment.isoformat() if moment else ""
-
-
-def parse_timestamp(text: str) -> datetime:
-    """An ISO 8601 time as Mailchimp takes it; a bad one is a 400, not a 500."""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise errors.invalid_resource(f"{text!r} is not a valid ISO 8601 time.") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _hex_id(length: int = 10) -> str:
-    return secrets.token_hex(length // 2 + 1)[:length]
-
-
-@dataclass
-class Member:
-    email: str
-    status: str
-    merge_fields: dict[str, Any] = field(default_factory=dict)
-    tags: list[str] = field(default_factory=list)
-    archived: bool = False
-    email_type: str = "html"
-    language: str = ""
-    vip: bool = False
-    web_id: int = field(default_factory=lambda: secrets.randbelow(10**9))
-    unique_email_id: str = field(default_factory=_hex_id)
-    timestamp_opt: datetime | None = None
-    last_changed: datetime = field(default_factory=now)
-
-    @property
-    def hash(self) -> str:
-        return rules.subscriber_hash(self.email)
-
-    @property
-    def visible_status(self) -> str:
-        return "archived" if self.archived else self.status
-
-    def as_json(self, list_id: str) -> dict[str, Any]:
-        return {
-            "id": self.hash,
-            "email_address": self.email,
-            "unique_email_id": self.unique_email_id,
-            "contact_id": self.unique_email_id,
-            "full_name": " ".join(
-                str(self.merge_fields.get(tag) or "") for tag in ("FNAME", "LNAME")
-            ).strip(),
-            "web_id": self.web_id,
-            "email_type": self.email_type,
-            "status": self.visible_status,
-            "merge_fields": dict(self.merge_fields),
-            "interests": {},
-            "language": self.language,
-            "vip": self.vip,
-            "timestamp_opt": timestamp(self.timestamp_opt),
-            "last_changed": timestamp(self.last_changed),
-            "source": "API - Generic",
-            "tags_count": len(self.tags),
-            "tags": [{"id": abs(hash(name)) % 10**6, "name": name} for name in self.tags],
-            "list_id": list_id,
-        }
-
-
-@dataclass
-class Audience:
-    id: str
-    name: str
-    account_key: str
-    members: dict[str, Member] = field(default_factory=dict)
-    forgotten: set[str] = field(default_factory=set)
-    merge_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
-    webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)
-    date_created: datetime = field(default_factory=now)
-
-    def count(self, status: str) -> int:
-        return sum(1 for m in self.members.values() if m.visible_status == status)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "web_id": abs(hash(self.id)) % 10**6,
-            "name": self.name,
-            "date_created": timestamp(self.date_created),
-            "double_optin": False,
-            "email_type_option": False,
-            "visibility": "pub",
-            "stats": {
-                "member_count": self.count("subscribed"),
-                "unsubscribe_count": self.count("unsubscribed"),
-                "cleaned_count": self.count("cleaned"),
-                "total_contacts": len(self.members),
-            },
-        }
-
-
-@dataclass
-class Account:
-    api_key: str
-    account_id: str
-    name: str
-    email: str
-
-    @property
-    def data_center(self) -> str:
-        return self.api_key.rsplit("-", 1)[1]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "account_id": self.account_id,
-            "login_id": self.account_id[:8],
-            "account_name": self.name,
-            "email": self.email,
-            "username": self.email.split("@")[0],
-            "role": "owner",
-            "pricing_plan_type": "monthly",
-            "account_timezone": "UTC",
-            "contact": {"company": self.name, "country": "US"},
-        }
+from .schemas import BATCH_LIMIT
 
 
 class EmulatorState:
@@ -170,9 +36,24 @@ class EmulatorState:
         self.audiences: dict[str, Audience] = {}
         self.requests: list[dict[str, Any]] = []
         self.batches: dict[str, dict[str, Any]] = {}
+        self.connections = Connections()
+        #: When recording: (time, audience id, lowercased email, status) for each change
+        #: of a member's status, so a benchmark can tell when a change arrived.
+        self.changes: list[tuple[float, str, str, str]] | None = None
         #: Whether ``GET /lists/{id}/members`` without ``status`` lists archived members
         #: too. Mailchimp's docs do not settle it, so tests run the plugin both ways.
         self.archived_in_unfiltered_list = False
+
+    def record_changes(self) -> None:
+        """Start (or restart) the log of status changes."""
+        with self.lock:
+            self.changes = []
+
+    def _changed(self, audience: Audience, member: Member) -> None:
+        member.last_changed = now()
+        if self.changes is not None:
+            entry = (time.time(), audience.id, member.email.lower(), member.visible_status)
+            self.changes.append(entry)
 
     # -- arranging state (tests, the demo) ------------------------------------------
 
@@ -191,7 +72,7 @@ class EmulatorState:
 
     def add_audience(self, account: Account | str, name: str) -> Audience:
         key = account.api_key if isinstance(account, Account) else account
-        audience = Audience(id=_hex_id(), name=name, account_key=key)
+        audience = Audience(id=hex_id(), name=name, account_key=key)
         for order, (tag, label, kind) in enumerate(DEFAULT_MERGE_FIELDS, start=1):
             audience.merge_fields[tag] = _merge_field(order, tag, label, kind)
         with self.lock:
@@ -287,6 +168,7 @@ class EmulatorState:
         _apply_profile(member, body)
         member.tags = list(dict.fromkeys(body.get("tags") or []))
         audience.members[member.hash] = member
+        self._changed(audience, member)
         return member
 
     def update_member(self, audience: Audience, member: Member, body: dict[str, Any]) -> None:
@@ -313,14 +195,14 @@ class EmulatorState:
                 member.timestamp_opt = now()
             member.status = status
             member.archived = False  # an explicit status is what brings an archived member back
-        member.last_changed = now()
+        self._changed(audience, member)
 
     def archive_member(self, audience: Audience, hash_or_email: str) -> None:
         member = self.find_member(audience, hash_or_email)
         if member.archived:
             raise errors.not_found()
         member.archived = True
-        member.last_changed = now()
+        self._changed(audience, member)
 
     def delete_permanently(self, audience: Audience, hash_or_email: str) -> None:
         member = self.find_member(audience, hash_or_email)
@@ -409,7 +291,7 @@ class EmulatorState:
         sources = dict.fromkeys(("user", "admin", "api"), False)
         sources.update(body.get("sources") or {})
         hook = {
-            "id": _hex_id(),
+            "id": hex_id(),
             "url": url,
             "events": events,
             "sources": sources,
