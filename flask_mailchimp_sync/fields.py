@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from flask import current_app
 
 from .client import MailchimpApi, staff_api
+from .engine import ledger
 from .exceptions import MailchimpSyncError, SyncRefused
 from .merge_fields import MergeField
 
@@ -96,6 +97,10 @@ def create_missing(extension: MailchimpSync) -> list[tuple[AudienceFields, str]]
             api.add_merge_field(audience.audience_id, missing.declared.create_body(missing.tag))
             created.append((audience, missing.tag))
             _remember(settings, audience.audience_id, missing.tag)
+            # Contacts already sent have a value for the new field: the next Sync sends it.
+            ledger.forget_fingerprints(
+                extension.db.session, extension.models.ContactState, audience.audience_id
+            )
             extension.db.session.commit()
     return created
 

@@ -144,3 +144,9 @@ def missing_note(audience: str, missing: Iterable[str]) -> str | None:
         "not sent. Create the missing fields on the Mailchimp page (Fields) or with "
         "`flask mailchimp fields --create`, then sync again."
     )
+
+
+def fields_added(declared: Iterable[str], cached: str | None, now: Iterable[str]) -> bool:
+    """Whether the audience has a declared field now that it lacked at the last Sync
+    (*cached*: its merge tags then; ``None`` before the first Sync, which sends all)."""
+    return cached is not None and bool(set(declared) & set(now) - set(cached.split(",")))

@@ -105,6 +105,31 @@ def test_a_sync_into_an_audience_lacking_a_field_says_so(app, staff_client, emul
     assert "has no merge field CREDIT, EXPIRING, LASTPAID" in page
 
 
+@pytest.mark.parametrize("where", ["with the CLI", "in Mailchimp"])
+def test_after_creating_the_missing_fields_the_next_sync_fills_them(
+    app, runner, emulator, shop, where
+):
+    """What the run's note tells staff to do: create the fields, then sync again (a plain
+    Sync: Ada did not change, but the audience can hold more of her now)."""
+    with app.app_context():
+        from example_app.models import db
+
+        consignor_with_trade(db)
+        assert sync().added == 1
+    if where == "with the CLI":
+        created = runner.invoke(args=["mailchimp", "fields", "--create"])
+        assert created.exit_code == 0, created.output
+    else:
+        audience = emulator.state.audiences[shop.consignors.id]
+        for tag, kind in (("CREDIT", "number"), ("EXPIRING", "number"), ("LASTPAID", "date")):
+            emulator.state.add_merge_field(audience, {"tag": tag, "name": tag, "type": kind})
+    with app.app_context():
+        run = sync()
+        assert run.state == "done" and not run.notes
+    ada = emulator.state.member(shop.consignors.id, "ada@mailbox.shop")
+    assert ada.merge_fields["CREDIT"] == 40.5 and ada.merge_fields["LASTPAID"] == "2026-03-14"
+
+
 def test_a_wrong_typed_value_is_a_per_contact_failure_in_mailchimps_words(
     app, runner, emulator, shop
 ):

@@ -89,6 +89,16 @@ def upsert_insert(session: Any, State: Any) -> Any:
     return None
 
 
+def forget_fingerprints(session: Any, Link: Any, audience_id: str) -> None:
+    """Count every contact of the audience as changed at the next Sync: the audience
+    gained fields, so contacts whose own data did not change have values to send."""
+    session.execute(
+        sa.update(Link)
+        .where(Link.store == DEFAULT_STORE, Link.audience_id == audience_id)
+        .values(fingerprint=None)
+    )
+
+
 def rekey(session: Any, State: Any, state: Any, member_hash: str, email: str) -> None:
     """Move *state* to another address: the member itself moved in Mailchimp.
 

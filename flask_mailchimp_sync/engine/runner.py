@@ -1,11 +1,9 @@
 """A Sync (or Preview): the shop's contacts, through the planner, into Mailchimp.
 
-A run goes: mark the outbox rows it will cover; stage the shop's contacts
-(:mod:`.staging`); read what Mailchimp changed (:mod:`.pull`); then, 500 addresses at a
-time (:mod:`.select`), decide (:mod:`.planner`), send (:mod:`.sender`) and record
-(:mod:`.recorder`); archives of departed contacts last. Progress and outcomes are
-committed after every page, so a run killed midway leaves a true record and the next
-run simply does what is left.
+A run marks the outbox rows it covers, stages the contacts (:mod:`.staging`), reads what
+Mailchimp changed (:mod:`.pull`), then a page of addresses at a time (:mod:`.select`)
+decides, sends and records; departed contacts' archives last. Each page is committed,
+so a run killed midway leaves a true record and the next run does what is left.
 """
 
 from __future__ import annotations
@@ -127,6 +125,11 @@ class SyncRunner:
         if not self.run.dry_run:
             self.outbox.claim(self.run.id, {s.name for t in targets for s in t.sources})
         self.targets = targets
+        self.merge_tags = {a: api.merge_field_tags(a) for a in audience_ids}
+        if not self.run.dry_run:
+            staging.resend_where_fields_added(
+                self.session, self.models, targets, settings.audiences, self.merge_tags
+            )
         self._stage(targets)
         for audience_id in audience_ids:
             role_audiences = [a for a in settings.audiences if a.audience_id == audience_id]
@@ -252,12 +255,9 @@ class SyncRunner:
         self, api: MailchimpApi, audience_id: str, role_audiences: list[Any]
     ) -> None:
         """The audience's merge tags (cached for deliveries) and its members' changes."""
-        tags = api.merge_field_tags(audience_id)
-        self.merge_tags[audience_id] = tags
-        declared = {tag for t in self.targets if t.audience_id == audience_id
-                    for s in t.sources for tag in s.declared}  # fmt: skip
+        tags = self.merge_tags[audience_id]
         name = role_audiences[0].audience_name or audience_id
-        self._note(missing_note(name, declared - tags))
+        self._note(missing_note(name, staging.declared_tags(self.targets, audience_id) - tags))
         since = pull.pull_window(role_audiences)
         started = utcnow()
         remote = pull.read_members(api, audience_id, since, None if since is None else pull.LEFT)

@@ -18,9 +18,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from .. import bounds, emails, many
-from ..merge_fields import tag_problem
+from ..merge_fields import fields_added, tag_problem
 from ..models import ABSENT, DEFAULT_STORE
 from ..sources import Contact, ContactSource
+from . import ledger
 from .planner import Wanted
 
 #: Mailchimp's limit for a text merge field.
@@ -310,3 +311,24 @@ def wanted_member(
 
 def _computed_tags(row: Any) -> set[str]:
     return {name for name in (getattr(row, "tags", None) or "").split(",") if name}
+
+
+def declared_tags(targets: Iterable[Target], audience_id: str) -> set[str]:
+    """The merge tags the audience's sources declare (typed fields)."""
+    return {tag for t in targets if t.audience_id == audience_id
+            for s in t.sources for tag in s.declared}  # fmt: skip
+
+
+def resend_where_fields_added(
+    session: Any,
+    models: Any,
+    targets: Sequence[Target],
+    audiences: list[Any],
+    tags: dict[str, set[str]],
+) -> None:
+    """An audience that gained a declared field since the last Sync (created in Mailchimp
+    by staff): every contact of it counts as changed, so members already there get it."""
+    for chosen in audiences:
+        now = tags.get(chosen.audience_id, set())
+        if fields_added(declared_tags(targets, chosen.audience_id), chosen.merge_tags, now):
+            ledger.forget_fingerprints(session, models.ContactState, chosen.audience_id)
