@@ -125,7 +125,9 @@ class SyncRunner:
         if not self.run.dry_run:
             self.outbox.claim(self.run.id, {s.name for t in targets for s in t.sources})
         self.targets = targets
-        self.merge_tags = {a: api.merge_field_tags(a) for a in audience_ids}
+        for audience_id in audience_ids:  # its fields first: a gained one resends everyone
+            self._phase(f"reading {audience_id}")  # the page names the audience
+            self.merge_tags[audience_id] = api.merge_field_tags(audience_id)
         if not self.run.dry_run:
             staging.resend_where_fields_added(
                 self.session, self.models, targets, settings.audiences, self.merge_tags
@@ -145,8 +147,7 @@ class SyncRunner:
             self._archive_departed(audience_id)
         return self._finish(settings, audience_ids)
 
-    def _note(self, note: str | None) -> None:
-        """Say something staff should know in the run's summary."""
+    def _note(self, note: str | None) -> None:  # something staff should know, in the summary
         if note:
             self.run.notes = f"{self.run.notes}\n{note}" if self.run.notes else note
 
@@ -178,8 +179,7 @@ class SyncRunner:
             self.run.phase = words.retry_phase(self.run.phase, delay)
             self._commit()
 
-    def _commit(self) -> None:
-        """Commit the page, then tell the host (signals go out after the commit)."""
+    def _commit(self) -> None:  # then tell the host: signals go out after the commit
         self.session.commit()
         self.recorder.send_signals()
         self.on_progress(self.run)
