@@ -8,10 +8,10 @@ from flask_mailchimp_sync.engine.shop import withdraw
 from flask_mailchimp_sync.testing import wait_for_jobs
 
 from .conftest import database_url
-from .hosts import connect, drain, drop_host, make_host, sync
+from .hosts import SHAPES, connect, drain, drop_host, make_host, sync
 
 
-@pytest.fixture(params=["row", "callable"])
+@pytest.fixture(params=SHAPES)
 def shop(request, tmp_path, emulator):
     host = make_host(request.param, database_url(tmp_path), emulator.api_url)
     account, (audience,) = emulator.add_account_with_audiences("Host", "Everyone")
