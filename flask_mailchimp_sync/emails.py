@@ -37,8 +37,12 @@ def identity(email: str | None) -> str | None:
 
 def subscriber_hash(email: str) -> str:
     """Mailchimp's member id: the MD5 of the lowercased address."""
-    key = identity(email) or ""
-    return hashlib.md5(key.encode()).hexdigest()  # Mailchimp's id, not security
+    return identity_hash(identity(email))
+
+
+def identity_hash(identity: str | None) -> str:
+    """The member id of an address's :func:`identity` (worked out already)."""
+    return hashlib.md5((identity or "").encode()).hexdigest()  # Mailchimp's id, not security
 
 
 def problem(email: str | None) -> str | None:

@@ -85,6 +85,8 @@ class FieldReader:
             return getattr(row, self.label)
         if self.function is not None:
             return self.function(instance)
+        if len(self.path) == 1:  # most fields: one attribute of the row
+            return getattr(instance, self.path[0])
         value = instance
         for attribute in self.path:
             if value is None:

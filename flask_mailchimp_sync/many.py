@@ -19,10 +19,12 @@ from sqlalchemy.dialects import postgresql
 
 
 def one_of(session: Any, column: Any, values: Iterable[Any]) -> Any:
-    """SQL: *column* (of a table, or a model's attribute) is one of *values*."""
+    """SQL: *column* (of a table, or a model's attribute) is one of *values* (for the
+    database of *session*, or of a connection)."""
     element = column.__clause_element__() if hasattr(column, "__clause_element__") else column
     values = list(values)
-    if _fast(session.get_bind(clause=element)):
+    bind = session.get_bind(clause=element) if hasattr(session, "get_bind") else session
+    if _fast(bind):
         array = sa.bindparam(None, values, type_=postgresql.ARRAY(element.type))
         return element == sa.any_(array)
     return element.in_(values)

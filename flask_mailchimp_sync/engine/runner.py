@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from flask import current_app
 
 from .. import signals, words
 from .._state import real_app
+from ..bulk_gc import fewer_collections
 from ..client import MailchimpApi
 from ..exceptions import MailchimpSyncError, SyncRefused
 from ..merge_fields import missing_note
@@ -30,6 +32,7 @@ from .members import Member, Outcome, as_planned
 from .outbox import Outbox
 from .pipeline import DEPTH, Pipeline
 from .plans import History, departed_member, plan_member
+from .read_ahead import Ahead
 from .recorder import Recorder
 from .select import RunSelection
 from .sender import Sender
@@ -76,6 +79,7 @@ class SyncRunner:
         self.merge_tags: dict[str, set[str]] = {}
         self.targets: Sequence[Target] = []
         self.learned: dict[str, set[str]] = {}  # members whose status Mailchimp changed
+        self.changes: dict[str, tuple[datetime, Ahead[dict[str, Any]]]] = {}
         self.snapshot: staging.Snapshot | None = None
         self.selection = RunSelection(self.session, self.models, run_id, ())
         self.recorder = Recorder(
@@ -90,7 +94,8 @@ class SyncRunner:
     def execute(self, on_progress: Callable[[Any], None] | None = None) -> Any:
         self.on_progress = on_progress or (lambda run: None)
         try:
-            return self._execute()
+            with fewer_collections():
+                return self._execute()
         except MailchimpSyncError as problem:
             self.session.rollback()
             return self._fail(str(problem))
@@ -132,19 +137,21 @@ class SyncRunner:
             staging.resend_where_fields_added(
                 self.session, self.models, targets, settings.audiences, self.merge_tags
             )
+        chosen = {a: [c for c in settings.audiences if c.audience_id == a] for a in audience_ids}
+        for audience_id in audience_ids:  # read while the shop is staged
+            self.changes[audience_id] = self._changes(api, audience_id, chosen[audience_id])
         self._stage(targets)
         for audience_id in audience_ids:
-            role_audiences = [a for a in settings.audiences if a.audience_id == audience_id]
             self._phase(f"reading {audience_id}")  # the page names the audience
-            self._read_mailchimp(api, audience_id, role_audiences)
+            self._read_mailchimp(audience_id, chosen[audience_id])
         self.addresses = {a: self.selection.address_count(a) for a in audience_ids}
-        self.run.total = sum(self.addresses.values()) + sum(
-            self.selection.departed_count(a) for a in audience_ids
-        )
+        self.departed = {a: self.selection.departed_count(a) for a in audience_ids}
+        self.run.total = sum(self.addresses.values()) + sum(self.departed.values())
         self._phase("previewing" if self.run.dry_run else "sending")
         for audience_id in audience_ids:
             self._sync_audience(audience_id)
-            self._archive_departed(audience_id)
+            if self.departed[audience_id]:  # sending only ever gives members contacts
+                self._archive_departed(audience_id)
         return self._finish(settings, audience_ids)
 
     def _note(self, note: str | None) -> None:  # something staff should know, in the summary
@@ -206,6 +213,8 @@ class SyncRunner:
         return self.run
 
     def _cleanup(self) -> None:
+        for _started, reading in self.changes.values():
+            reading.close()
         staged = self.models.StagedContact
         self.session.execute(sa.delete(staged).where(staged.run_id == self.run.id))
         self.session.commit()
@@ -224,6 +233,7 @@ class SyncRunner:
 
     def _stage(self, targets: Sequence[Target]) -> None:
         chunk = int(self.config["MAILCHIMP_SYNC_CHUNK_SIZE"])
+        self.session.commit()  # links are read ahead on another connection: see read_ahead
         self.snapshot = staging.Snapshot(
             self.session, self.models, self.run.id, targets,
             chunk_size=chunk, changed_only=not self.run.full,
@@ -251,16 +261,20 @@ class SyncRunner:
         self._complete(audience_id, hashes)
         return self.selection.groups(audience_id, hashes)
 
-    def _read_mailchimp(
+    def _changes(
         self, api: MailchimpApi, audience_id: str, role_audiences: list[Any]
-    ) -> None:
+    ) -> tuple[datetime, Ahead[dict[str, Any]]]:
+        """When the audience's members are read from, and the reading (ahead)."""
+        since = pull.pull_window(role_audiences)
+        statuses = None if since is None else pull.LEFT
+        return utcnow(), Ahead(lambda: pull.read_members(api, audience_id, since, statuses))
+
+    def _read_mailchimp(self, audience_id: str, role_audiences: list[Any]) -> None:
         """The audience's merge tags (cached for deliveries) and its members' changes."""
         tags = self.merge_tags[audience_id]
         name = role_audiences[0].audience_name or audience_id
         self._note(missing_note(name, staging.declared_tags(self.targets, audience_id) - tags))
-        since = pull.pull_window(role_audiences)
-        started = utcnow()
-        remote = pull.read_members(api, audience_id, since, None if since is None else pull.LEFT)
+        started, remote = self.changes[audience_id]
         learned: set[str] = set()
         read = 0
         for page in _pages(remote, 500):
@@ -303,7 +317,7 @@ class SyncRunner:
                 declined += sum(1 for m in page.members if not any(c.marketing for c in m.contacts))
                 pipeline.submit(page)
         if not self.run.dry_run:
-            self._forget_links_of_deleted_contacts(audience_id)
+            self.selection.forget_links_of_deleted(audience_id, self.extension.sources)
         quiet = self.selection.without_consent_count(audience_id) - declined  # not handled
         self.run.not_opted_in += quiet
         self.run.unchanged += everyone - handled - quiet
@@ -359,24 +373,6 @@ class SyncRunner:
             self._commit()
 
         return Pipeline(send, record, depth=1 if dry_run else DEPTH)
-
-    def _forget_links_of_deleted_contacts(self, audience_id: str) -> None:
-        """Forget the links of contacts gone from the shop.
-
-        A contact still there but not staged (its address is blank or invalid now)
-        keeps its link: the block of its member follows it to its next address.
-        """
-        sources = {source.name: source for source in self.extension.sources}
-        by_source: dict[str, list[Any]] = {}
-        for row in self.selection.unstaged_links(audience_id):
-            by_source.setdefault(row.source, []).append(row)
-        gone = []
-        for name, rows in by_source.items():
-            source = sources.get(name)
-            keys = [row.contact_key for row in rows]
-            still = source.existing_keys(self.session, keys) if source is not None else set()
-            gone += [row.id for row in rows if row.contact_key not in still]
-        self.selection.forget_links(gone)
 
 
 @dataclass

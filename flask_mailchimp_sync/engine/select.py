@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc
+from sqlalchemy import exc, orm
 
 from .. import many
 from ..models import ABSENT, DEFAULT_STORE
@@ -186,18 +186,35 @@ class RunSelection:
         return set(self.session.execute(query).scalars())
 
     def left(self, audience_id: str) -> set[str]:
-        """Addresses a contact was last sent as but no longer has."""
-        staged, link = self.Staged, self.Link
-        still = sa.select(staged.id).where(
-            staged.run_id == self.run_id,
-            staged.source == link.source,
-            staged.contact_key == link.contact_key,
-            staged.subscriber_hash == link.subscriber_hash,
+        """Addresses a contact was last sent as but no longer has: those of contacts
+        staged under another address (or marked absent), and of contacts the run did
+        not read (another store's, or of a source it does not cover)."""
+        staged, link, other = self.Staged, self.Link, orm.aliased(self.Staged)
+        still = sa.select(other.id).where(
+            other.run_id == self.run_id,
+            other.source == link.source,
+            other.contact_key == link.contact_key,
+            other.subscriber_hash == link.subscriber_hash,
         )
-        query = sa.select(link.subscriber_hash).where(
-            link.audience_id == audience_id, ~sa.exists(still), ~self._current(audience_id)
+        # From the staged rows (a resync stages few) to their links, not the other way.
+        moved = (
+            sa.select(link.subscriber_hash)
+            .join(staged, sa.and_(staged.source == link.source,
+                                  staged.contact_key == link.contact_key))
+            .where(staged.run_id == self.run_id, link.store == DEFAULT_STORE,
+                   link.audience_id == audience_id,
+                   staged.subscriber_hash != link.subscriber_hash, ~sa.exists(still))
+        )  # fmt: skip
+        unread = sa.select(link.subscriber_hash).where(
+            link.audience_id == audience_id, self._unread(link)
         )
-        return set(self.session.execute(query).scalars())
+        return set(self.session.execute(moved).scalars()) | set(
+            self.session.execute(unread).scalars()
+        )
+
+    def _unread(self, link: Any) -> Any:
+        """SQL: a link of a contact this run does not read."""
+        return sa.or_(link.store != DEFAULT_STORE, link.source.not_in(self.sources))
 
     def _contact_changed(self) -> Any:
         """SQL: this staged contact differs from when it was last handled (or is new)."""
@@ -245,17 +262,37 @@ class RunSelection:
         """Links (id, source, key) of contacts missing from this run's snapshot: marked
         absent, or of a source the run did not read."""
         staged, link = self.Staged, self.Link
-        absent = sa.select(staged.id).where(
-            staged.run_id == self.run_id,
-            staged.audience_id == ABSENT,
-            staged.source == link.source,
-            staged.contact_key == link.contact_key,
+        absent = (
+            sa.select(link.id, link.source, link.contact_key)
+            .join(staged, sa.and_(staged.source == link.source,
+                                  staged.contact_key == link.contact_key))
+            .where(staged.run_id == self.run_id, staged.audience_id == ABSENT,
+                   link.store == DEFAULT_STORE, link.audience_id == audience_id)
+        )  # fmt: skip
+        unread = sa.select(link.id, link.source, link.contact_key).where(
+            link.audience_id == audience_id, link.source.not_in(self.sources)
         )
-        query = sa.select(link.id, link.source, link.contact_key).where(
-            link.audience_id == audience_id,
-            sa.or_(link.source.not_in(self.sources), sa.exists(absent)),
-        )
-        return list(self.session.execute(query))
+        found = {row.id: row for row in self.session.execute(absent)}
+        found.update((row.id, row) for row in self.session.execute(unread))
+        return list(found.values())
+
+    def forget_links_of_deleted(self, audience_id: str, sources: Iterable[Any]) -> None:
+        """Forget the links of contacts gone from the shop (of these sources).
+
+        A contact still there but not staged (its address is blank or invalid now)
+        keeps its link: the block of its member follows it to its next address.
+        """
+        by_name = {source.name: source for source in sources}
+        by_source: dict[str, list[Any]] = {}
+        for row in self.unstaged_links(audience_id):
+            by_source.setdefault(row.source, []).append(row)
+        gone = []
+        for name, rows in by_source.items():
+            source = by_name.get(name)
+            keys = [row.contact_key for row in rows]
+            still = source.existing_keys(self.session, keys) if source is not None else set()
+            gone += [row.id for row in rows if row.contact_key not in still]
+        self.forget_links(gone)
 
     def forget_links(self, link_ids: Sequence[int]) -> None:
         for start in range(0, len(link_ids), PAGE):

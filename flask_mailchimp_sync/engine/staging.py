@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..models import ABSENT, DEFAULT_STORE
 from ..sources import Contact, ContactSource
 from . import ledger
 from .planner import Wanted
+from .read_ahead import LinksByKey, link_reader
 
 #: Mailchimp's limit for a text merge field.
 MAX_FIELD_LENGTH = 255
@@ -124,14 +126,23 @@ class Snapshot:
     def take(self) -> Iterator[Skipped]:
         """Stage every contact; yields the contacts with consent it had to skip.
 
-        Rows go in with Core inserts (nothing kept in the session); the caller commits.
+        A chunk's links are read while the chunk before is checked (see
+        :mod:`.read_ahead`). Rows go in with Core inserts (nothing kept in the
+        session); the caller commits.
         """
-        for target in self.targets:
-            for source in target.sources:
-                linked = 0
-                for chunk in source.iter_chunks(self.session, chunk_size=self.chunk_size):
-                    linked += yield from self._stage_chunk(target, chunk)
-                self._mark_deleted(source, linked)
+        with link_reader(self.session, self.Link) as read_links:
+            for target in self.targets:
+                for source in target.sources:
+                    linked = 0
+                    checking: tuple[list[Contact], Future[LinksByKey]] | None = None
+                    for chunk in source.iter_chunks(self.session, chunk_size=self.chunk_size):
+                        links = read_links(source.name, [contact.key for contact in chunk])
+                        if checking is not None:
+                            linked += yield from self._stage_chunk(target, *checking)
+                        checking = (chunk, links)
+                    if checking is not None:
+                        linked += yield from self._stage_chunk(target, *checking)
+                    self._mark_deleted(source, linked)
         self._write()
 
     def add_companions(self, contacts: Iterable[tuple[str, str]]) -> None:
@@ -154,12 +165,12 @@ class Snapshot:
         self._write()
 
     def _stage_chunk(
-        self, target: Target, contacts: list[Contact]
+        self, target: Target, contacts: list[Contact], reading: Future[LinksByKey]
     ) -> Generator[Skipped, None, int]:
         """Stage a chunk of one source's contacts; returns how many of them have a link."""
         if not contacts:
             return 0
-        links = self._links(contacts[0].source, [contact.key for contact in contacts])
+        links = reading.result()
         for contact in contacts:
             row = staged_row(self.run_id, target, contact)
             link = links.get(contact.key)
@@ -185,16 +196,6 @@ class Snapshot:
             if link is not None:
                 self._add(absent_row(self.run_id, contact))
         return len(links)
-
-    def _links(self, source: str, keys: list[str]) -> dict[str, tuple[str, str, str]]:
-        """The links of these contacts of *source*: key -> (audience, hash, fingerprint)."""
-        Link = self.Link
-        rows = self.session.execute(
-            sa.select(Link.contact_key, Link.audience_id, Link.subscriber_hash, Link.fingerprint)
-            .where(Link.store == DEFAULT_STORE, Link.source == source)
-            .where(many.one_of(self.session, Link.contact_key, keys))
-        )
-        return {key: (audience, member, print_) for key, audience, member, print_ in rows}
 
     def _mark_deleted(self, source: ContactSource, linked: int) -> None:
         """Mark the linked contacts of *source* the shop no longer has.
@@ -258,12 +259,16 @@ def checked_row(
 def staged_row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
     """A contact as one row of ``mailchimp_sync_staged`` (a checked contact)."""
     email = emails.normalize(contact.email) or ""
+    identity = emails.identity(email)
     fields = _FIELDS_JSON(contact_fields(contact))
-    tags = ",".join(sorted(contact.tags))
+    tags = ",".join(sorted(contact.tags)) if contact.tags else ""
+    fingerprint = f"{identity}|{contact.marketing}|{target.tag}|{fields}"
+    if tags:  # as before for sources without tags
+        fingerprint += f"|{tags}"
     return {
         "run_id": run_id,
         "audience_id": target.audience_id,
-        "subscriber_hash": emails.subscriber_hash(email),
+        "subscriber_hash": emails.identity_hash(identity),
         "email": email,
         "source": contact.source,
         "contact_key": contact.key,
@@ -271,10 +276,7 @@ def staged_row(run_id: int, target: Target, contact: Contact) -> dict[str, Any]:
         "marketing": contact.marketing,
         "merge_fields": fields,
         "tags": tags,
-        "fingerprint": hashlib.sha256(
-            f"{emails.identity(email)}|{contact.marketing}|{target.tag}|{fields}".encode()
-            + (f"|{tags}".encode() if tags else b"")  # as before for sources without tags
-        ).hexdigest(),
+        "fingerprint": hashlib.sha256(fingerprint.encode()).hexdigest(),
     }
 
 
