@@ -21,7 +21,7 @@ from flask import current_app
 
 from .. import signals, words
 from .._state import real_app
-from ..bulk_gc import fewer_collections
+from ..bulk_gc import app_set_aside
 from ..client import MailchimpApi
 from ..exceptions import MailchimpSyncError, SyncRefused
 from ..merge_fields import missing_note
@@ -94,7 +94,7 @@ class SyncRunner:
     def execute(self, on_progress: Callable[[Any], None] | None = None) -> Any:
         self.on_progress = on_progress or (lambda run: None)
         try:
-            with fewer_collections():
+            with app_set_aside():
                 return self._execute()
         except MailchimpSyncError as problem:
             self.session.rollback()
