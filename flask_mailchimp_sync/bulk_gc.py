@@ -19,20 +19,27 @@ from contextlib import contextmanager
 
 _lock = threading.Lock()
 _runs = 0
+_froze = False
 
 
 @contextmanager
 def app_set_aside() -> Iterator[None]:
-    """Collections skip what was alive before, for the duration (runs may overlap)."""
-    global _runs
+    """Collections skip what was alive before, for the duration (runs may overlap).
+
+    A host that froze objects itself (before forking workers, say) is left alone: its
+    frozen objects must stay frozen, and they are most of what there was to set aside.
+    """
+    global _runs, _froze
     with _lock:
         if _runs == 0:
-            gc.freeze()
+            _froze = gc.get_freeze_count() == 0
+            if _froze:
+                gc.freeze()
         _runs += 1
     try:
         yield
     finally:
         with _lock:
             _runs -= 1
-            if _runs == 0:
+            if _runs == 0 and _froze:
                 gc.unfreeze()

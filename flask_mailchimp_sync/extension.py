@@ -68,6 +68,9 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "MAILCHIMP_SYNC_OUTBOX_FAILED_AFTER": 5,
     # Contacts read from a host model per query.
     "MAILCHIMP_SYNC_CHUNK_SIZE": 1000,
+    # Read the next chunk's links on a second connection while a Sync checks the chunk
+    # before (not on SQLite): see engine/read_ahead.py.
+    "MAILCHIMP_SYNC_READ_AHEAD": True,
 }
 
 

@@ -40,11 +40,9 @@ def default_tag(role: str) -> str:
     return role.replace("_", " ").title()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True)
 class Contact:
-    """One row of a host model, as Mailchimp will see it (read, never changed: not
-    frozen only because a Sync makes one per contact, and frozen ones cost four times
-    as much to make)."""
+    """One row of a host model, as Mailchimp will see it."""
 
     source: str
     role: str

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -32,7 +31,6 @@ from .members import Member, Outcome, as_planned
 from .outbox import Outbox
 from .pipeline import DEPTH, Pipeline
 from .plans import History, departed_member, plan_member
-from .read_ahead import Ahead
 from .recorder import Recorder
 from .select import RunSelection
 from .sender import Sender
@@ -79,7 +77,6 @@ class SyncRunner:
         self.merge_tags: dict[str, set[str]] = {}
         self.targets: Sequence[Target] = []
         self.learned: dict[str, set[str]] = {}  # members whose status Mailchimp changed
-        self.changes: dict[str, tuple[datetime, Ahead[dict[str, Any]]]] = {}
         self.snapshot: staging.Snapshot | None = None
         self.selection = RunSelection(self.session, self.models, run_id, ())
         self.recorder = Recorder(
@@ -137,20 +134,19 @@ class SyncRunner:
             staging.resend_where_fields_added(
                 self.session, self.models, targets, settings.audiences, self.merge_tags
             )
-        chosen = {a: [c for c in settings.audiences if c.audience_id == a] for a in audience_ids}
-        for audience_id in audience_ids:  # read while the shop is staged
-            self.changes[audience_id] = self._changes(api, audience_id, chosen[audience_id])
         self._stage(targets)
         for audience_id in audience_ids:
+            role_audiences = [a for a in settings.audiences if a.audience_id == audience_id]
             self._phase(f"reading {audience_id}")  # the page names the audience
-            self._read_mailchimp(audience_id, chosen[audience_id])
+            self._read_mailchimp(api, audience_id, role_audiences)
         self.addresses = {a: self.selection.address_count(a) for a in audience_ids}
         self.departed = {a: self.selection.departed_count(a) for a in audience_ids}
         self.run.total = sum(self.addresses.values()) + sum(self.departed.values())
         self._phase("previewing" if self.run.dry_run else "sending")
         for audience_id in audience_ids:
             self._sync_audience(audience_id)
-            if self.departed[audience_id]:  # sending only ever gives members contacts
+            # None departed when counted, and no contact read again since left one.
+            if self.departed[audience_id] or self.snapshot_moved():
                 self._archive_departed(audience_id)
         return self._finish(settings, audience_ids)
 
@@ -213,8 +209,6 @@ class SyncRunner:
         return self.run
 
     def _cleanup(self) -> None:
-        for _started, reading in self.changes.values():
-            reading.close()
         staged = self.models.StagedContact
         self.session.execute(sa.delete(staged).where(staged.run_id == self.run.id))
         self.session.commit()
@@ -233,10 +227,10 @@ class SyncRunner:
 
     def _stage(self, targets: Sequence[Target]) -> None:
         chunk = int(self.config["MAILCHIMP_SYNC_CHUNK_SIZE"])
-        self.session.commit()  # links are read ahead on another connection: see read_ahead
+        self.session.commit()  # links may be read on another connection: see read_ahead
         self.snapshot = staging.Snapshot(
-            self.session, self.models, self.run.id, targets,
-            chunk_size=chunk, changed_only=not self.run.full,
+            self.session, self.models, self.run.id, targets, chunk_size=chunk,
+            changed_only=not self.run.full, read_ahead=self.config["MAILCHIMP_SYNC_READ_AHEAD"],
         )  # fmt: skip
         self.selection = RunSelection(self.session, self.models, self.run.id, self.snapshot.sources)
         for skipped in self.snapshot.take():
@@ -252,29 +246,30 @@ class SyncRunner:
     def _complete(self, audience_id: str, hashes: Iterable[str]) -> None:
         """Stage the unchanged contacts of these addresses (the snapshot left them out)."""
         if self.snapshot is not None and self.snapshot.unchanged:
+            hashes = set(hashes)
             contacts = self.selection.current_links(audience_id, hashes)
             if contacts:
-                self.snapshot.add_companions(contacts)
+                self.snapshot.add_companions(contacts, hashes)
+
+    def snapshot_moved(self) -> bool:
+        """Whether a contact read again during the run had left its member meanwhile."""
+        return self.snapshot is not None and self.snapshot.companions_moved
 
     def _groups(self, audience_id: str, hashes: Sequence[str]) -> dict[str, list[Any]]:
         """Every contact of these addresses, as staged rows."""
         self._complete(audience_id, hashes)
         return self.selection.groups(audience_id, hashes)
 
-    def _changes(
+    def _read_mailchimp(
         self, api: MailchimpApi, audience_id: str, role_audiences: list[Any]
-    ) -> tuple[datetime, Ahead[dict[str, Any]]]:
-        """When the audience's members are read from, and the reading (ahead)."""
-        since = pull.pull_window(role_audiences)
-        statuses = None if since is None else pull.LEFT
-        return utcnow(), Ahead(lambda: pull.read_members(api, audience_id, since, statuses))
-
-    def _read_mailchimp(self, audience_id: str, role_audiences: list[Any]) -> None:
+    ) -> None:
         """The audience's merge tags (cached for deliveries) and its members' changes."""
         tags = self.merge_tags[audience_id]
         name = role_audiences[0].audience_name or audience_id
         self._note(missing_note(name, staging.declared_tags(self.targets, audience_id) - tags))
-        started, remote = self.changes[audience_id]
+        since = pull.pull_window(role_audiences)
+        started = utcnow()
+        remote = pull.read_members(api, audience_id, since, None if since is None else pull.LEFT)
         learned: set[str] = set()
         read = 0
         for page in _pages(remote, 500):

@@ -106,6 +106,7 @@ class Snapshot:
         *,
         chunk_size: int = 1000,
         changed_only: bool = True,
+        read_ahead: bool = True,
     ) -> None:
         self.session = session
         self.Staged = models.StagedContact
@@ -114,8 +115,11 @@ class Snapshot:
         self.targets = list(targets)
         self.chunk_size = chunk_size
         self.changed_only = changed_only
+        self.read_ahead = read_ahead
         #: Contacts left out because their links say they are unchanged.
         self.unchanged = 0
+        #: Some contact read again by :meth:`add_companions` had left its member since.
+        self.companions_moved = False
         self._rows: list[dict[str, Any]] = []
 
     @property
@@ -130,12 +134,14 @@ class Snapshot:
         :mod:`.read_ahead`). Rows go in with Core inserts (nothing kept in the
         session); the caller commits.
         """
-        with link_reader(self.session, self.Link) as read_links:
+        with link_reader(self.session, self.Link, ahead=self.read_ahead) as read_links:
             for target in self.targets:
                 for source in target.sources:
                     linked = 0
                     checking: tuple[list[Contact], Future[LinksByKey]] | None = None
                     for chunk in source.iter_chunks(self.session, chunk_size=self.chunk_size):
+                        if not chunk:
+                            continue
                         links = read_links(source.name, [contact.key for contact in chunk])
                         if checking is not None:
                             linked += yield from self._stage_chunk(target, *checking)
@@ -145,9 +151,11 @@ class Snapshot:
                     self._mark_deleted(source, linked)
         self._write()
 
-    def add_companions(self, contacts: Iterable[tuple[str, str]]) -> None:
-        """Stage these unchanged contacts (source name, key), read again from the shop:
-        an address being handled needs all of its contacts."""
+    def add_companions(self, contacts: Iterable[tuple[str, str]], hashes: set[str]) -> None:
+        """Stage these unchanged contacts (source name, key) of the addresses *hashes*,
+        read again from the shop: an address being handled needs all of its contacts.
+        One changed since it was left out (deleted, moved) sets :attr:`companions_moved`.
+        """
         keys: dict[str, list[str]] = {}
         for name, key in contacts:
             keys.setdefault(name, []).append(key)
@@ -160,16 +168,16 @@ class Snapshot:
                 for contact in found:
                     row, problem = checked_row(self.Staged, self.run_id, target, contact)
                     self._add(absent_row(self.run_id, contact) if problem else row)
+                    self.companions_moved |= bool(problem) or row["subscriber_hash"] not in hashes
                 for key in sorted(set(wanted) - {contact.key for contact in found}):
                     self._add(_mark(self.run_id, source.name, key))  # deleted meanwhile
+                    self.companions_moved = True
         self._write()
 
     def _stage_chunk(
         self, target: Target, contacts: list[Contact], reading: Future[LinksByKey]
     ) -> Generator[Skipped, None, int]:
         """Stage a chunk of one source's contacts; returns how many of them have a link."""
-        if not contacts:
-            return 0
         links = reading.result()
         for contact in contacts:
             row = staged_row(self.run_id, target, contact)
