@@ -6,9 +6,6 @@ shared, so each app (and each worker) uses its own settings.
 
 from __future__ import annotations
 
-import io
-import json
-import tarfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +18,7 @@ from mailchimp3.mailchimpclient import MailChimpError
 
 from . import budget
 from ._version import __version__
+from .batch_archive import batch_results
 from .call_policy import backoff_delay, is_transient, translate_error
 from .crypto import data_center
 from .exceptions import (
@@ -31,6 +29,7 @@ from .exceptions import (
 
 #: Sent with every request, so Mailchimp's logs (and the emulator) can tell our calls apart.
 USER_AGENT = f"flask-mailchimp-sync/{__version__}"
+MEMBER_FIELDS = "members.email_address,members.status,members.merge_fields,members.tags,total_items"
 
 
 def api_base_url(api_key: str, config: Mapping[str, Any]) -> str:
@@ -174,28 +173,40 @@ class MailchimpApi:
         since: datetime | None = None,
         status: str | None = None,
         page_size: int = 1000,
+        first: Mapping[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Members (of one *status*, else all, archived included), changed since *since*."""
-        fields = (
-            "members.email_address,members.status,members.merge_fields,members.tags,total_items"
-        )
+        """Members (of one *status*, else all, archived included), changed since *since*;
+        *first*: the first page of the one *status*, read already (:meth:`member_page`)."""
         # Mailchimp lists archived members only when asked for them by status.
         for wanted_status in [status] if status else [None, "archived"]:
             offset = 0
             while True:
-                query: dict[str, Any] = {"count": page_size, "offset": offset, "fields": fields}
-                if wanted_status:
-                    query["status"] = wanted_status
-                if since is not None:
-                    query["since_last_changed"] = since.isoformat()
-                page = self._call(
-                    self._client.lists.members.all, audience_id, get_all=False, **query
+                page = first if first is not None and status and offset == 0 else None
+                page = page or self.member_page(
+                    audience_id, offset=offset, since=since, status=wanted_status, count=page_size
                 )
                 members = page.get("members", [])
                 yield from members
                 offset += len(members)
                 if not members or offset >= int(page.get("total_items", 0)):
                     break
+
+    def member_page(
+        self,
+        audience_id: str,
+        *,
+        offset: int = 0,
+        since: datetime | None = None,
+        status: str | None = None,
+        count: int = 1000,
+    ) -> dict[str, Any]:
+        """One page of :meth:`iter_members`, with ``total_items``."""
+        query: dict[str, Any] = {"count": count, "offset": offset, "fields": MEMBER_FIELDS}
+        if status:
+            query["status"] = status
+        if since is not None:
+            query["since_last_changed"] = since.isoformat()
+        return dict(self._call(self._client.lists.members.all, audience_id, get_all=False, **query))
 
     def member(self, audience_id: str, member_hash: str) -> dict[str, Any] | None:
         """One member's address and status; ``None`` when the audience has no such member."""
@@ -297,7 +308,7 @@ class MailchimpApi:
             time.sleep(poll)
             poll = min(poll * 2, 5.0)
             batch = self._call(self._client.batch_operations.get, batch["id"])
-        return _batch_results(self._download(batch["response_body_url"]), len(operations))
+        return batch_results(self._download(batch["response_body_url"]), len(operations))
 
     def _download(self, url: str) -> bytes:
         try:
@@ -364,22 +375,6 @@ def staff_api(api_key: str, config: Mapping[str, Any]) -> MailchimpApi:
     config = dict(config)
     config["MAILCHIMP_SYNC_TIMEOUT"] = min(float(config["MAILCHIMP_SYNC_TIMEOUT"]), STAFF_TIMEOUT)
     return MailchimpApi(api_key, config, retries=0)
-
-
-def _batch_results(archive: bytes, count: int) -> list[tuple[int, dict[str, Any]]]:
-    """Mailchimp's results archive: a gzipped tar of JSON lists of operation results."""
-    found: dict[int, tuple[int, dict[str, Any]]] = {}
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
-        for entry in tar.getmembers():
-            handle = tar.extractfile(entry) if entry.isfile() else None
-            if handle is None:
-                continue
-            for result in json.loads(handle.read() or b"[]"):
-                text = result.get("response") or ""
-                reply = json.loads(text) if text.strip().startswith("{") else {}
-                found[int(result["operation_id"])] = (int(result["status_code"]), reply)
-    # An operation missing from the archive is treated as not done (sent again later).
-    return [found.get(n, (0, {})) for n in range(count)]
 
 
 def tag_changes(active: Iterable[str], inactive: Iterable[str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import time
 
+import pytest
 import sqlalchemy as sa
 
 from .helpers import add_customer, connect_shop, counts, sync
@@ -132,3 +133,55 @@ def test_a_session_bound_to_a_connection_syncs_and_resyncs(db, emulator, mailchi
             bound.remove()
             db.session = real_session
             outer.rollback()
+
+
+@pytest.mark.parametrize("page_size", [2, 10], ids=["several pages", "one page"])
+def test_unsubscribes_read_while_the_shop_is_staged_all_arrive(
+    db, emulator, mailchimp_account, monkeypatch, page_size
+):
+    """Mailchimp's changes since the last Sync are read side by side while the shop is
+    staged, a first page of each status; a status with more pages is read again from
+    its start, all at once, so no member is skipped."""
+    from example_app.models import Customer
+    from flask_mailchimp_sync.client import MailchimpApi
+    from flask_mailchimp_sync.engine.staging import Snapshot
+
+    audience = mailchimp_account.customers.id
+    connect_shop(mailchimp_account.api_key, {"customer": audience})
+    for n in range(7):
+        add_customer(db, "Ann", f"Lee{n}", f"ann{n}@mailbox.shop")
+    assert counts(sync()) == {"added": 7}
+    for n in range(5):
+        emulator.state.set_status(audience, f"ann{n}@mailbox.shop", "unsubscribed")
+    emulator.state.set_status(audience, "ann5@mailbox.shop", "cleaned")
+    real = MailchimpApi.member_page
+    monkeypatch.setattr(
+        MailchimpApi,
+        "member_page",
+        lambda self, *a, **k: real(self, *a, **{**k, "count": page_size}),
+    )
+    real_take = Snapshot.take
+
+    def take(self):  # while the shop is staged, one of them resubscribes in Mailchimp
+        deadline = time.monotonic() + 10
+        while len(early_reads()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # once the first pages are read
+        emulator.state.set_status(audience, "ann0@mailbox.shop", "subscribed")
+        return real_take(self)
+
+    before = len(emulator.state.requests)
+
+    def early_reads():
+        return [
+            r for r in emulator.state.requests[before:]
+            if r["method"] == "GET" and r["path"].endswith("/members")
+        ]  # fmt: skip
+
+    monkeypatch.setattr(Snapshot, "take", take)
+    run = sync()
+    assert run.state == "done", run.error
+    flags = {c.email: c.preferences.accepts_marketing for c in db.session.query(Customer)}
+    # Paging on from where the early page ended would skip one: the list moved up.
+    assert {email: on for email, on in flags.items() if email != "ann0@mailbox.shop"} == {
+        f"ann{n}@mailbox.shop": n == 6 for n in range(1, 7)
+    }

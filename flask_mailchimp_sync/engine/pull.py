@@ -11,6 +11,7 @@ share one pull window.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +40,44 @@ def pull_window(role_audiences: Sequence[Any]) -> datetime | None:
 
 
 def read_members(
-    api: MailchimpApi, audience_id: str, since: datetime | None, statuses: Iterable[str] | None
+    api: MailchimpApi,
+    audience_id: str,
+    since: datetime | None,
+    statuses: Iterable[str] | None,
+    early: Mapping[str, Future[dict[str, Any]]] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Members of *statuses* changed since *since*; every member when *statuses* is None."""
+    """Members of *statuses* changed since *since*; every member when *statuses* is None.
+
+    *early*: first pages read before (:func:`read_early`), by status. One that holds its
+    whole pass is used; a longer pass is read again from its start, all at once: paging
+    on after a pause could skip members (pages are by offset, and members leave a status).
+    """
     if statuses is None:
         yield from api.iter_members(audience_id, since=since)
         return
     for status in statuses:
-        yield from api.iter_members(audience_id, since=since, status=status)
+        page = early[status].result() if early and status in early else None
+        whole = page is not None and len(page.get("members", [])) >= int(page["total_items"])
+        first = page if whole else None
+        yield from api.iter_members(audience_id, since=since, status=status, first=first)
+
+
+def read_early(
+    api: MailchimpApi, audience_id: str, since: datetime | None
+) -> dict[str, Future[dict[str, Any]]]:
+    """The first page of each status :data:`LEFT` changed since *since*, read side by
+    side in threads while the run stages the shop (nothing when *since* is None: the
+    first read is every member, page after page)."""
+    if since is None:
+        return {}
+    executor = ThreadPoolExecutor(len(LEFT), thread_name_prefix="mailchimp-pull")
+    try:
+        return {
+            status: executor.submit(api.member_page, audience_id, since=since, status=status)
+            for status in LEFT
+        }
+    finally:
+        executor.shutdown(wait=False)  # each thread ends with its one request
 
 
 def learn(

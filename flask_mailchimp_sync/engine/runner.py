@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -134,11 +135,13 @@ class SyncRunner:
             staging.resend_where_fields_added(
                 self.session, self.models, targets, settings.audiences, self.merge_tags
             )
+        chosen = {a: [c for c in settings.audiences if c.audience_id == a] for a in audience_ids}
+        started = utcnow()  # the next window starts here: what is read early is covered
+        early = {a: pull.read_early(api, a, pull.pull_window(chosen[a])) for a in audience_ids}
         self._stage(targets)
         for audience_id in audience_ids:
-            role_audiences = [a for a in settings.audiences if a.audience_id == audience_id]
             self._phase(f"reading {audience_id}")  # the page names the audience
-            self._read_mailchimp(api, audience_id, role_audiences)
+            self._read_mailchimp(api, audience_id, chosen[audience_id], started, early[audience_id])
         self.addresses = {a: self.selection.address_count(a) for a in audience_ids}
         self.departed = {a: self.selection.departed_count(a) for a in audience_ids}
         self.run.total = sum(self.addresses.values()) + sum(self.departed.values())
@@ -261,15 +264,17 @@ class SyncRunner:
         return self.selection.groups(audience_id, hashes)
 
     def _read_mailchimp(
-        self, api: MailchimpApi, audience_id: str, role_audiences: list[Any]
-    ) -> None:
-        """The audience's merge tags (cached for deliveries) and its members' changes."""
+        self, api: MailchimpApi, audience_id: str, role_audiences: list[Any],
+        started: datetime, early: dict[str, Any],
+    ) -> None:  # fmt: skip
+        """The audience's merge tags (cached for deliveries) and its members' changes
+        (since the last read; *early*: first pages read while the shop was staged)."""
         tags = self.merge_tags[audience_id]
         name = role_audiences[0].audience_name or audience_id
         self._note(missing_note(name, staging.declared_tags(self.targets, audience_id) - tags))
         since = pull.pull_window(role_audiences)
-        started = utcnow()
-        remote = pull.read_members(api, audience_id, since, None if since is None else pull.LEFT)
+        statuses = None if since is None else pull.LEFT
+        remote = pull.read_members(api, audience_id, since, statuses, early)
         learned: set[str] = set()
         read = 0
         for page in _pages(remote, 500):
