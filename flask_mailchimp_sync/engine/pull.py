@@ -56,8 +56,9 @@ def read_members(
         yield from api.iter_members(audience_id, since=since)
         return
     for status in statuses:
-        page = early[status].result() if early and status in early else None
-        whole = page is not None and len(page.get("members", [])) >= int(page["total_items"])
+        page = early[status].result() if early and status in early else {}
+        total = page.get("total_items")
+        whole = total is not None and len(page.get("members", [])) >= int(total)
         first = page if whole else None
         yield from api.iter_members(audience_id, since=since, status=status, first=first)
 

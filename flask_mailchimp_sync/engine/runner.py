@@ -149,7 +149,7 @@ class SyncRunner:
         for audience_id in audience_ids:
             self._sync_audience(audience_id)
             # None departed when counted, and no contact read again since left one.
-            if self.departed[audience_id] or self.snapshot_moved():
+            if self.departed[audience_id] or self._snapshot_moved():
                 self._archive_departed(audience_id)
         return self._finish(settings, audience_ids)
 
@@ -254,7 +254,7 @@ class SyncRunner:
             if contacts:
                 self.snapshot.add_companions(contacts, hashes)
 
-    def snapshot_moved(self) -> bool:
+    def _snapshot_moved(self) -> bool:
         """Whether a contact read again during the run had left its member meanwhile."""
         return self.snapshot is not None and self.snapshot.companions_moved
 
