@@ -93,14 +93,14 @@ def create_missing(extension: MailchimpSync) -> list[tuple[AudienceFields, str]]
     for audience in report(extension):
         if audience.problem is not None:
             raise MailchimpSyncError(audience.problem)
-        for missing in audience.missing:
+        for n, missing in enumerate(audience.missing):
             api.add_merge_field(audience.audience_id, missing.declared.create_body(missing.tag))
             created.append((audience, missing.tag))
             _remember(settings, audience.audience_id, missing.tag)
-            # Contacts already sent have a value for the new field: the next Sync sends it.
-            ledger.forget_fingerprints(
-                extension.db.session, extension.models.ContactState, audience.audience_id
-            )
+            if n == 0:  # contacts already sent have a value for it: the next Sync sends it
+                ledger.forget_fingerprints(
+                    extension.db.session, extension.models.ContactState, audience.audience_id
+                )
             extension.db.session.commit()
     return created
 

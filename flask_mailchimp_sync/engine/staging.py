@@ -338,7 +338,14 @@ def resend_where_fields_added(
 ) -> None:
     """An audience that gained a declared field since the last Sync (created in Mailchimp
     by staff): every contact of it counts as changed, so members already there get it."""
-    for chosen in audiences:
-        now = tags.get(chosen.audience_id, set())
-        if fields_added(declared_tags(targets, chosen.audience_id), chosen.merge_tags, now):
-            ledger.forget_fingerprints(session, models.ContactState, chosen.audience_id)
+    gained = {
+        chosen.audience_id
+        for chosen in audiences
+        if fields_added(
+            declared_tags(targets, chosen.audience_id),
+            chosen.merge_tags,
+            tags.get(chosen.audience_id, set()),
+        )
+    }
+    for audience_id in sorted(gained):  # once, however many roles share the audience
+        ledger.forget_fingerprints(session, models.ContactState, audience_id)
