@@ -181,10 +181,13 @@ class MailchimpApi:
         for wanted_status in [status] if status else [None, "archived"]:
             offset = 0
             while True:
-                page = first if first is not None and status and offset == 0 else None
-                page = page or self.member_page(
-                    audience_id, offset=offset, since=since, status=wanted_status, count=page_size
-                )
+                if first is not None and status and offset == 0:
+                    page = first
+                else:
+                    page = self.member_page(
+                        audience_id, offset=offset, since=since, status=wanted_status,
+                        count=page_size,
+                    )  # fmt: skip
                 members = page.get("members", [])
                 yield from members
                 offset += len(members)
