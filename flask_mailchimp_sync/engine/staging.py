@@ -24,7 +24,7 @@ from ..models import ABSENT, DEFAULT_STORE
 from ..sources import Contact, ContactSource
 from . import ledger
 from .planner import Wanted
-from .read_ahead import LinksByKey, link_reader
+from .read_ahead import LinkReading, LinksByKey, link_reader
 
 #: Mailchimp's limit for a text merge field.
 MAX_FIELD_LENGTH = 255
@@ -137,19 +137,27 @@ class Snapshot:
         with link_reader(self.session, self.Link, ahead=self.read_ahead) as read_links:
             for target in self.targets:
                 for source in target.sources:
-                    linked = 0
-                    checking: tuple[list[Contact], Future[LinksByKey]] | None = None
-                    for chunk in source.iter_chunks(self.session, chunk_size=self.chunk_size):
-                        if not chunk:
-                            continue
-                        links = read_links(source.name, [contact.key for contact in chunk])
-                        if checking is not None:
-                            linked += yield from self._stage_chunk(target, *checking)
-                        checking = (chunk, links)
-                    if checking is not None:
-                        linked += yield from self._stage_chunk(target, *checking)
+                    linked = yield from self._stage_source(target, source, read_links)
                     self._mark_deleted(source, linked)
         self._write()
+
+    def _stage_source(
+        self, target: Target, source: ContactSource, read_links: LinkReading
+    ) -> Generator[Skipped, None, int]:
+        """Stage one source, each chunk's links read while the chunk before is checked;
+        returns how many of its contacts have a link."""
+        linked = 0
+        checking: tuple[list[Contact], Future[LinksByKey]] | None = None
+        for chunk in source.iter_chunks(self.session, chunk_size=self.chunk_size):
+            if not chunk:
+                continue
+            reading = read_links(source.name, [contact.key for contact in chunk])
+            if checking is not None:
+                linked += yield from self._stage_chunk(target, *checking)
+            checking = (chunk, reading)
+        if checking is not None:
+            linked += yield from self._stage_chunk(target, *checking)
+        return linked
 
     def add_companions(self, contacts: Iterable[tuple[str, str]], hashes: set[str]) -> None:
         """Stage these unchanged contacts (source name, key) of the addresses *hashes*,
