@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -106,8 +107,24 @@ def test_a_killed_worker_gives_its_connections_back(redis_server):
     holder.wait(timeout=10)
     holder.stdout.close()
     assert slots.in_use() == 3  # a dead process cannot give them back itself...
-    with slots:  # ...its leases run out (5 s) and the budget is whole again
-        assert slots.in_use() == 1
+    # ...its leases run out (5 s, each on its own millisecond) and the whole budget is
+    # this process's again: three calls held at once.
+    all_held = threading.Barrier(4, timeout=20)
+
+    def call():
+        with slots:
+            all_held.wait()
+            all_held.wait()
+
+    callers = [threading.Thread(target=call) for _ in range(3)]
+    for caller in callers:
+        caller.start()
+    all_held.wait()
+    assert slots.in_use() == 3
+    all_held.wait()
+    for caller in callers:
+        caller.join(timeout=10)
+    assert slots.in_use() == 0
 
 
 def test_two_audiences_sync_side_by_side_on_two_workers(
