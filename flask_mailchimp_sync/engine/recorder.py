@@ -153,10 +153,16 @@ class Recorder:
         self.report_outcome(outcome)
         if self.dry_run:
             return
-        if not outcome.writes_state:
-            if member.wanted is not None:
-                self._link(audience_id, member)
-            return
+        if outcome.writes_state:
+            self._write_state(audience_id, outcome)
+        if member.wanted is not None and outcome.counted != "failed":
+            # Handled as it is now: left out of later runs until it changes. A failed
+            # contact is read again by each run and listed again, until it is put right.
+            self._link(audience_id, member)
+
+    def _write_state(self, audience_id: str, outcome: Outcome) -> None:
+        """What the ledger holds of the member, after *outcome*."""
+        member = outcome.member
         state = self._state_for(outcome)
         email = member.email
         state.last_error = outcome.reason if outcome.counted == "failed" else None
@@ -184,8 +190,6 @@ class Recorder:
                     {"audience_id": audience_id, "email": email, "status": outcome.status},
                 )
             )
-        if member.wanted is not None and outcome.counted != "failed":
-            self._link(audience_id, member)
 
     def _link(self, audience_id: str, member: Member) -> None:
         """Link the member's contacts to it; a person who refused under their old address
