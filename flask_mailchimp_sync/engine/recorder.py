@@ -156,9 +156,10 @@ class Recorder:
         if outcome.writes_state:
             self._write_state(audience_id, outcome)
         if member.wanted is not None and outcome.counted != "failed":
-            # Handled as it is now: left out of later runs until it changes. A failed
-            # contact is read again by each run and listed again, until it is put right.
-            self._link(audience_id, member)
+            # Handled as it is now: left out of later runs until it changes. A failed or
+            # blocked contact is read again by each run and listed again, until it is put
+            # right (a blocked one is linked all the same: its person's refusal follows it).
+            self._link(audience_id, member, settled=outcome.counted != "blocked")
 
     def _write_state(self, audience_id: str, outcome: Outcome) -> None:
         """What the ledger holds of the member, after *outcome*."""
@@ -191,13 +192,14 @@ class Recorder:
                 )
             )
 
-    def _link(self, audience_id: str, member: Member) -> None:
+    def _link(self, audience_id: str, member: Member, *, settled: bool) -> None:
         """Link the member's contacts to it; a person who refused under their old address
-        stays linked to that member, whatever came of this one."""
+        stays linked to that member, whatever came of this one. Contacts not *settled*
+        are linked without their fingerprint, so the next run reads them again."""
         refused = [c for c in member.contacts if (c.source, c.contact_key) in member.refused]
         others = [c for c in member.contacts if (c.source, c.contact_key) not in member.refused]
-        self.links.link(audience_id, member.hash, others, move=True)
-        self.links.link(audience_id, member.hash, refused, move=False)
+        self.links.link(audience_id, member.hash, others, move=True, settled=settled)
+        self.links.link(audience_id, member.hash, refused, move=False, settled=settled)
 
     def _withdraw(self, audience_id: str, outcome: Outcome) -> None:
         """Mailchimp's answer says the member unsubscribed or bounced meanwhile: the
