@@ -147,6 +147,14 @@ def staff_client(app: Flask, client: FlaskClient) -> FlaskClient:
 
 
 @pytest.fixture
+def shared(db, mailchimp_account):
+    """The recommended setup: both roles in one audience, told apart by tags."""
+    audience = mailchimp_account.customers.id
+    connect_shop(mailchimp_account.api_key, {"consignor": audience, "customer": audience})
+    return audience
+
+
+@pytest.fixture
 def hooked(app, mailchimp_account):
     """Connected with a public URL (so a webhook is registered), Ben synced, real time on."""
     app.config["MAILCHIMP_SYNC_PUBLIC_URL"] = PUBLIC

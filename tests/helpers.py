@@ -143,6 +143,19 @@ def items(run: Any) -> dict[str, tuple[str, str]]:
     }
 
 
+def members(emulator: Any, audience_id: str) -> dict[str, tuple[str, list[str], dict]]:
+    """What Mailchimp holds of an audience: address -> (status, tags, merge fields)."""
+    return {
+        email: (m.visible_status, sorted(m.tags), m.merge_fields)
+        for email, m in emulator.state.members(audience_id).items()
+    }
+
+
+def writes(emulator: Any, since: int = 0) -> list[dict[str, Any]]:
+    """The requests that changed something in Mailchimp, from request *since* on."""
+    return [r for r in emulator.state.requests[since:] if r["method"] != "GET"]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

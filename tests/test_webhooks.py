@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 
 from flask_mailchimp_sync.testing import wait_for_jobs
 
-from .helpers import PAGE, PUBLIC, add_consignor, add_customer, connect_shop, csrf_token, sync
+from .helpers import (
+    PAGE,
+    PUBLIC,
+    add_consignor,
+    add_customer,
+    connect_shop,
+    csrf_token,
+    sync,
+    writes,
+)
 
 # The example bodies of ../shared/mailchimp/FACTS.md, with our audience and addresses.
 UNSUBSCRIBE = {
@@ -53,10 +62,6 @@ def outbox_count(app):
 
     with app.app_context():
         return mailchimp.db.session.query(mailchimp.models.Outbox).count()
-
-
-def writes(emulator, since):
-    return [r for r in emulator.state.requests[since:] if r["method"] != "GET"]
 
 
 def test_the_webhook_is_registered_on_connect_with_the_right_events(emulator, hooked):

@@ -272,40 +272,29 @@ class Links:
         self.by_contact = dict(snapshot)
         self._new, self._moved = [], []
 
-    def link(
-        self,
-        audience_id: str,
-        member_hash: str,
-        rows: Iterable[Any],
-        *,
-        move: bool,
-        settled: bool = True,
-    ) -> None:
+    def link(self, audience_id: str, member_hash: str, rows: Iterable[Any], *, move: bool) -> None:
         """Link each contact (staged row) to the member; with ``move`` off, a contact
-        linked to another member stays linked to it. A link keeps its contact's
-        fingerprint (the next run leaves the contact out while it is the same) only when
-        the contact is *settled*."""
+        linked to another member stays linked to it."""
         for row in rows:
             contact = (row.source, row.contact_key)
             link = self.by_contact.get(contact)
-            fingerprint = row.fingerprint if settled else None
             if link is None:
                 self._new.append(
                     {"source": row.source, "contact_key": row.contact_key,
                      "audience_id": audience_id, "subscriber_hash": member_hash,
-                     "fingerprint": fingerprint}
+                     "fingerprint": row.fingerprint}
                 )  # fmt: skip
                 # One contact, one link, even if a page meets it twice.
-                self.by_contact[contact] = _Pending(audience_id, member_hash, fingerprint)
+                self.by_contact[contact] = _Pending(audience_id, member_hash, row.fingerprint)
             elif (
                 move
                 and not isinstance(link, _Pending)
                 and (link.audience_id, link.subscriber_hash, link.fingerprint)
-                != (audience_id, member_hash, fingerprint)
+                != (audience_id, member_hash, row.fingerprint)
             ):
                 self._moved.append(
                     {"link_id": link.id, "audience_id": audience_id,
-                     "subscriber_hash": member_hash, "fingerprint": fingerprint}
+                     "subscriber_hash": member_hash, "fingerprint": row.fingerprint}
                 )  # fmt: skip
 
     def write(self) -> None:
@@ -334,4 +323,4 @@ class _Pending:
 
     audience_id: str
     subscriber_hash: str
-    fingerprint: str | None
+    fingerprint: str

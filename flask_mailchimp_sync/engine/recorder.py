@@ -153,17 +153,10 @@ class Recorder:
         self.report_outcome(outcome)
         if self.dry_run:
             return
-        if outcome.writes_state:
-            self._write_state(audience_id, outcome)
-        if member.wanted is not None and outcome.counted != "failed":
-            # Handled as it is now: left out of later runs until it changes. A failed or
-            # blocked contact is read again by each run and listed again, until it is put
-            # right (a blocked one is linked all the same: its person's refusal follows it).
-            self._link(audience_id, member, settled=outcome.counted != "blocked")
-
-    def _write_state(self, audience_id: str, outcome: Outcome) -> None:
-        """What the ledger holds of the member, after *outcome*."""
-        member = outcome.member
+        if not outcome.writes_state:
+            if member.wanted is not None:
+                self._link(audience_id, member)
+            return
         state = self._state_for(outcome)
         email = member.email
         state.last_error = outcome.reason if outcome.counted == "failed" else None
@@ -191,15 +184,16 @@ class Recorder:
                     {"audience_id": audience_id, "email": email, "status": outcome.status},
                 )
             )
+        if member.wanted is not None and outcome.counted != "failed":
+            self._link(audience_id, member)
 
-    def _link(self, audience_id: str, member: Member, *, settled: bool) -> None:
+    def _link(self, audience_id: str, member: Member) -> None:
         """Link the member's contacts to it; a person who refused under their old address
-        stays linked to that member, whatever came of this one. Contacts not *settled*
-        are linked without their fingerprint, so the next run reads them again."""
+        stays linked to that member, whatever came of this one."""
         refused = [c for c in member.contacts if (c.source, c.contact_key) in member.refused]
         others = [c for c in member.contacts if (c.source, c.contact_key) not in member.refused]
-        self.links.link(audience_id, member.hash, others, move=True, settled=settled)
-        self.links.link(audience_id, member.hash, refused, move=False, settled=settled)
+        self.links.link(audience_id, member.hash, others, move=True)
+        self.links.link(audience_id, member.hash, refused, move=False)
 
     def _withdraw(self, audience_id: str, outcome: Outcome) -> None:
         """Mailchimp's answer says the member unsubscribed or bounced meanwhile: the

@@ -302,6 +302,7 @@ class SyncRunner:
             self.learned.get(audience_id, set())
             | self.selection.left(audience_id)
             | self.outbox.departed(self.run.id, audience_id)
+            | self.selection.kept_out(audience_id)
         )
         self._complete(audience_id, also)
         handled = declined = 0

@@ -4,7 +4,8 @@ Addresses are grouped and paged in SQL, so memory stays flat however large the s
 The contacts of an address are its staged rows and the *current links*: the links of
 contacts the run read but left out as unchanged (see :class:`.staging.Snapshot`). An
 incremental run handles only addresses with a contact changed since it was last
-handled, addresses a contact left, and members Mailchimp changed; departed members are
+handled, addresses a contact left, members Mailchimp changed, and members Mailchimp
+keeps from a contact with the flag (so they are listed again); departed members are
 those the shop created whose contacts are all gone.
 
 Staged rows are written in bulk right before these queries read them: on PostgreSQL
@@ -228,6 +229,48 @@ class RunSelection:
             link.fingerprint == staged.fingerprint,
         )
         return ~sa.exists(same)
+
+    def kept_out(self, audience_id: str) -> set[str]:
+        """Addresses whose member Mailchimp keeps from the shop while a contact there
+        still has the marketing flag: blocked (unsubscribed, cleaned, archived by
+        someone else...) or refused as new (its data "looks fake", say). Each run
+        handles them again, so they are listed as blocked or failed again, not counted
+        unchanged; planning them sends nothing (see :func:`.planner.decide`)."""
+        state = self.State
+        blocked = sa.and_(
+            state.status.is_not(None),
+            state.status.not_in(sorted(ACTIVE)),
+            sa.or_(state.status != "archived", state.archived_by_shop.is_(False)),
+        )
+        refused_as_new = sa.and_(state.status.is_(None), state.last_error.is_not(None))
+        query = sa.select(state.subscriber_hash).where(
+            state.audience_id == audience_id, sa.or_(blocked, refused_as_new)
+        )
+        hashes = sorted(self.session.execute(query).scalars())  # few: no join over links
+        found: set[str] = set()
+        for start in range(0, len(hashes), PAGE):
+            found |= self._consenting_here(audience_id, hashes[start : start + PAGE])
+        return found
+
+    def _consenting_here(self, audience_id: str, hashes: Sequence[str]) -> set[str]:
+        """Which of these addresses a linked contact still has, with the flag: left out
+        as unchanged (those all have it), or staged there with it."""
+        staged, link = self.Staged, self.Link
+        moved_or_declined = sa.select(staged.id).where(
+            staged.run_id == self.run_id,
+            staged.source == link.source,
+            staged.contact_key == link.contact_key,
+            staged.audience_id.in_((audience_id, ABSENT)),
+            sa.or_(staged.subscriber_hash != link.subscriber_hash, staged.marketing.is_not(True)),
+        )
+        query = sa.select(link.subscriber_hash).where(
+            link.store == DEFAULT_STORE,
+            link.audience_id == audience_id,
+            link.source.in_(self.sources),
+            many.one_of(self.session, link.subscriber_hash, hashes),
+            ~sa.exists(moved_or_declined),
+        )
+        return set(self.session.execute(query).scalars())
 
     def departed(self, audience_id: str, after_id: int = 0) -> list[Any]:
         """A page of members the shop created whose contacts are all gone."""

@@ -1,0 +1,108 @@
+"""Members Mailchimp keeps from the shop (blocked, or refused as new) stay in sight:
+every Sync lists them again, sends nothing for them, and keeps their contacts linked,
+so a person's refusal still follows them and a fix is still noticed."""
+
+from __future__ import annotations
+
+from .helpers import add_consignor, add_customer, counts, items, members, sync, writes
+
+REFUSED = "walk-in@example.com looks fake or invalid, please enter a real email address."
+
+
+def set_flag(db, customer, value):
+    customer.preferences.accepts_marketing = value
+    db.session.commit()
+
+
+def set_email(db, contact, email):
+    contact.email = email
+    db.session.commit()
+
+
+def test_a_refused_new_member_is_listed_as_failed_by_every_sync(db, emulator, shared):
+    add_customer(db, "Walk", "In", "walk-in@example.com")
+    add_customer(db, "Ben", "Baker", "ben@mailbox.shop")
+    assert counts(sync()) == {"added": 1, "failed": 1}
+    before = len(emulator.state.requests)
+    for _ in range(3):  # the same data is not sent again, and never drops out of the list
+        run = sync()
+        assert counts(run) == {"unchanged": 1, "failed": 1}
+        assert items(run)["walk-in@example.com"] == ("failed", REFUSED)
+    assert writes(emulator, before) == []
+
+
+def test_a_member_mailchimp_keeps_from_marketing_is_listed_as_blocked_by_every_sync(
+    db, emulator, shared
+):
+    """A transactional member (a receipt address): the shop's flag stays on, and each
+    Sync says why nothing is sent. (An unsubscribe turns the shop's flag off instead.)"""
+    emulator.state.add_member(shared, "receipts@mailbox.shop", "transactional")
+    add_customer(db, "Rae", "Ceipt", "receipts@mailbox.shop")
+    add_customer(db, "Ben", "Baker", "ben@mailbox.shop")
+    assert counts(sync()) == {"added": 1, "blocked": 1}
+    before = len(emulator.state.requests)
+    for _ in range(3):
+        run = sync()
+        assert counts(run) == {"unchanged": 1, "blocked": 1}
+        assert items(run)["receipts@mailbox.shop"] == (
+            "blocked",
+            "transactional in Mailchimp (not subscribed to marketing)",
+        )
+    assert writes(emulator, before) == []
+    assert members(emulator, shared)["receipts@mailbox.shop"][0] == "transactional"
+
+
+def test_a_restore_refused_as_unsubscribed_is_not_sent_again(db, emulator, shared):
+    """The shop archived Ben, who had unsubscribed first (the ledger never saw it);
+    staff tick him again. The refused restore is reported once, and never repeated."""
+    ben = add_customer(db, "Ben", "Baker", "ben@mailbox.shop")
+    assert counts(sync()) == {"added": 1}
+    set_flag(db, ben, False)
+    assert counts(sync()) == {"archived": 1}
+    emulator.state.member(shared, "ben@mailbox.shop").status = "unsubscribed"
+    set_flag(db, ben, True)
+    assert counts(sync()) == {"blocked": 1}
+    before = len(emulator.state.requests)
+    for _ in range(2):
+        sync()
+    assert writes(emulator, before) == []
+
+
+def test_an_address_put_right_after_a_refused_move_brings_the_member_back(db, emulator, shared):
+    ben = add_customer(db, "Ben", "Baker", "ben@mailbox.shop")
+    assert counts(sync()) == {"added": 1}
+    set_email(db, ben, "ben@example.com")  # a typo Mailchimp refuses
+    assert counts(sync())["failed"] == 1
+    assert counts(sync())["failed"] == 1
+    set_email(db, ben, "ben@mailbox.shop")
+    sync()
+    assert members(emulator, shared)["ben@mailbox.shop"][0] == "subscribed"
+
+
+def test_a_contact_put_right_gets_its_tag_back_on_a_shared_address(db, emulator, shared):
+    ada = add_consignor(db, "Ada Lovelace", "ada@mailbox.shop", phone="555-0101")
+    add_customer(db, "Ada", "L.", "ada@mailbox.shop")
+    assert counts(sync()) == {"added": 1}
+    set_email(db, ada, "ada@example.com")
+    sync()
+    sync()
+    set_email(db, ada, "ada@mailbox.shop")
+    sync()
+    assert members(emulator, shared)["ada@mailbox.shop"][1] == ["Consignor", "Customer"]
+
+
+def test_a_refused_contact_keeps_its_persons_unsubscribe_when_its_address_changes(
+    db, emulator, shared
+):
+    """Fay asked Mailchimp to forget her (adds are refused), joined again by Mailchimp's
+    own form and unsubscribed there; then her address changes in the shop."""
+    emulator.state.add_member(shared, "fay@mailbox.shop", "subscribed")
+    emulator.state.delete_permanently(emulator.state.audiences[shared], "fay@mailbox.shop")
+    fay = add_customer(db, "Fay", "Gone", "fay@mailbox.shop")
+    assert counts(sync()) == {"failed": 1}
+    assert counts(sync()) == {"failed": 1}
+    emulator.state.add_member(shared, "fay@mailbox.shop", "unsubscribed")
+    set_email(db, fay, "fay@newmail.shop")
+    sync()
+    assert "fay@newmail.shop" not in members(emulator, shared)
+    assert fay.preferences.accepts_marketing is False
