@@ -106,3 +106,22 @@ def test_a_refused_contact_keeps_its_persons_unsubscribe_when_its_address_change
     sync()
     assert "fay@newmail.shop" not in members(emulator, shared)
     assert fay.preferences.accepts_marketing is False
+
+
+def test_refused_data_of_an_address_with_two_contacts_is_not_sent_again(db, emulator, shared):
+    """Which contact's name wins at a shared address must not decide whether refused
+    data goes out again: listing a refused member again sends nothing."""
+    add_consignor(db, "Ada Lovelace", "ada@example.com")
+    customer = add_customer(db, "Ada", "L.", "ada@example.com")
+    for _ in range(3):
+        assert counts(sync()) == {"failed": 1}
+    customer.last_name = "Lee"
+    db.session.commit()
+    for _ in range(2):
+        assert counts(sync()) == {"failed": 1}
+    before = len(emulator.state.requests)
+    for _ in range(2):
+        run = sync()
+        assert counts(run) == {"failed": 1}
+        assert "looks fake" in items(run)["ada@example.com"][1]
+    assert writes(emulator, before) == []

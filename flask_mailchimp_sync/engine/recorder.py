@@ -11,7 +11,7 @@ never stops a run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import bounds, signals
@@ -19,6 +19,8 @@ from .._state import real_app
 from ..models import utcnow
 from . import ledger, records, shop
 from .members import CREATES, Member, Outcome
+from .planner import blocked_by
+from .select import KeptOut
 
 if TYPE_CHECKING:
     from ..extension import MailchimpSync
@@ -86,15 +88,35 @@ class Recorder:
         counted, wanted = outcome.counted, outcome.member.wanted
         if counted == "unchanged" and wanted is not None and not wanted.consent:
             counted = "not_opted_in"  # nobody at this address said yes: nothing was sent
-        setattr(self.report, counted, getattr(self.report, counted) + 1)
         if outcome.counted in ("blocked", "failed"):
             first = outcome.member.contacts[0] if outcome.member.contacts else None
-            self.item(
+            self.report_listed(
                 outcome.counted,
                 outcome.reason,
                 email=outcome.member.email,
                 source=first.source if first else None,
                 contact_key=first.contact_key if first else None,
+            )
+        else:
+            setattr(self.report, counted, getattr(self.report, counted) + 1)
+
+    def report_listed(self, counted: str, reason: str, **where: Any) -> None:
+        """Count a blocked or failed member, and list it with its reason."""
+        setattr(self.report, counted, getattr(self.report, counted) + 1)
+        self.item(counted, reason, **where)
+
+    def list_kept_out(self, kept: Iterable[KeptOut]) -> None:
+        """List again the members Mailchimp keeps from contacts a run left out as
+        unchanged, as the ledger holds them: nothing is planned or sent for them (the
+        same data would be refused again)."""
+        for member in kept:
+            blocked = blocked_by(member.status) if member.status else None
+            self.report_listed(
+                "blocked" if blocked else "failed",
+                blocked.reason if blocked else member.last_error or "",
+                email=member.email,
+                source=member.source,
+                contact_key=member.contact_key,
             )
 
     def item(self, outcome: str, reason: str, **where: Any) -> None:

@@ -4,9 +4,9 @@ Addresses are grouped and paged in SQL, so memory stays flat however large the s
 The contacts of an address are its staged rows and the *current links*: the links of
 contacts the run read but left out as unchanged (see :class:`.staging.Snapshot`). An
 incremental run handles only addresses with a contact changed since it was last
-handled, addresses a contact left, members Mailchimp changed, and members Mailchimp
-keeps from a contact with the flag (so they are listed again); departed members are
-those the shop created whose contacts are all gone.
+handled, addresses a contact left, and members Mailchimp changed; departed members are
+those the shop created whose contacts are all gone. Members Mailchimp keeps from
+contacts left out are listed again from the ledger (:meth:`RunSelection.kept_out`).
 
 Staged rows are written in bulk right before these queries read them: on PostgreSQL
 :meth:`RunSelection.analyze` refreshes the planner's statistics first, or a plan made
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +31,17 @@ from .planner import ACTIVE
 log = logging.getLogger(__name__)
 
 PAGE = 500
+
+
+@dataclass(frozen=True)
+class KeptOut:
+    """A member Mailchimp keeps from the shop, with one of its contacts left out."""
+
+    email: str
+    status: str | None
+    last_error: str | None
+    source: str
+    contact_key: str
 
 
 class RunSelection:
@@ -230,12 +242,11 @@ class RunSelection:
         )
         return ~sa.exists(same)
 
-    def kept_out(self, audience_id: str) -> set[str]:
-        """Addresses whose member Mailchimp keeps from the shop while a contact there
-        still has the marketing flag: blocked (unsubscribed, cleaned, archived by
-        someone else...) or refused as new (its data "looks fake", say). Each run
-        handles them again, so they are listed as blocked or failed again, not counted
-        unchanged; planning them sends nothing (see :func:`.planner.decide`)."""
+    def kept_out(self, audience_id: str, also: Iterable[str] = ()) -> dict[str, KeptOut]:
+        """Members Mailchimp keeps from the shop, blocked (unsubscribed, cleaned,
+        archived by someone else...) or refused as new (their data "looked fake", say),
+        that a contact with the flag still has: by address, with one such contact each.
+        Addresses in *also* are left out (the run handles them)."""
         state = self.State
         blocked = sa.and_(
             state.status.is_not(None),
@@ -243,34 +254,47 @@ class RunSelection:
             sa.or_(state.status != "archived", state.archived_by_shop.is_(False)),
         )
         refused_as_new = sa.and_(state.status.is_(None), state.last_error.is_not(None))
-        query = sa.select(state.subscriber_hash).where(
-            state.audience_id == audience_id, sa.or_(blocked, refused_as_new)
-        )
-        hashes = sorted(self.session.execute(query).scalars())  # few: no join over links
-        found: set[str] = set()
+        query = sa.select(state.subscriber_hash, state.email, state.status, state.last_error)
+        candidates = {
+            row.subscriber_hash: row
+            for row in self.session.execute(
+                query.where(
+                    state.store == DEFAULT_STORE,
+                    state.audience_id == audience_id,
+                    sa.or_(blocked, refused_as_new),
+                )
+            )
+        }  # few, usually: no join over every link
+        hashes, kept = sorted(set(candidates) - set(also)), dict[str, KeptOut]()
         for start in range(0, len(hashes), PAGE):
-            found |= self._consenting_here(audience_id, hashes[start : start + PAGE])
-        return found
+            for row in self._consenting_here(audience_id, hashes[start : start + PAGE]):
+                member = candidates[row.subscriber_hash]
+                kept.setdefault(
+                    row.subscriber_hash,
+                    KeptOut(member.email, member.status, member.last_error, row.source,
+                            row.contact_key),
+                )  # fmt: skip
+        return kept
 
-    def _consenting_here(self, audience_id: str, hashes: Sequence[str]) -> set[str]:
-        """Which of these addresses a linked contact still has, with the flag: left out
-        as unchanged (those all have it), or staged there with it."""
+    def _consenting_here(self, audience_id: str, hashes: Sequence[str]) -> list[Any]:
+        """Links (hash, source, key) of contacts that still have these addresses, with
+        the flag: left out as unchanged (those all have it), or staged there with it."""
         staged, link = self.Staged, self.Link
         moved_or_declined = sa.select(staged.id).where(
             staged.run_id == self.run_id,
             staged.source == link.source,
             staged.contact_key == link.contact_key,
-            staged.audience_id.in_((audience_id, ABSENT)),
+            staged.audience_id.in_((link.audience_id, ABSENT)),
             sa.or_(staged.subscriber_hash != link.subscriber_hash, staged.marketing.is_not(True)),
         )
-        query = sa.select(link.subscriber_hash).where(
+        query = sa.select(link.subscriber_hash, link.source, link.contact_key).where(
             link.store == DEFAULT_STORE,
             link.audience_id == audience_id,
             link.source.in_(self.sources),
             many.one_of(self.session, link.subscriber_hash, hashes),
             ~sa.exists(moved_or_declined),
         )
-        return set(self.session.execute(query).scalars())
+        return list(self.session.execute(query.order_by(link.id)))
 
     def departed(self, audience_id: str, after_id: int = 0) -> list[Any]:
         """A page of members the shop created whose contacts are all gone."""
