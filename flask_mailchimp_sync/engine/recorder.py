@@ -19,8 +19,7 @@ from .._state import real_app
 from ..models import utcnow
 from . import ledger, records, shop
 from .members import CREATES, Member, Outcome
-from .planner import blocked_by
-from .select import KeptOut
+from .select import Refusal
 
 if TYPE_CHECKING:
     from ..extension import MailchimpSync
@@ -105,15 +104,14 @@ class Recorder:
         setattr(self.report, counted, getattr(self.report, counted) + 1)
         self.item(counted, reason, **where)
 
-    def list_kept_out(self, kept: Iterable[KeptOut]) -> None:
-        """List again the members Mailchimp keeps from contacts a run left out as
-        unchanged, as the ledger holds them: nothing is planned or sent for them (the
-        same data would be refused again)."""
-        for member in kept:
-            blocked = blocked_by(member.status) if member.status else None
+    def list_refused(self, refused: Iterable[Refusal]) -> None:
+        """List again the new members Mailchimp refused whose contacts a run left out as
+        unchanged, as failed with Mailchimp's words: nothing is planned or sent for
+        them (the same data would be refused again)."""
+        for member in refused:
             self.report_listed(
-                "blocked" if blocked else "failed",
-                blocked.reason if blocked else member.last_error or "",
+                "failed",
+                member.reason,
                 email=member.email,
                 source=member.source,
                 contact_key=member.contact_key,

@@ -303,15 +303,15 @@ class SyncRunner:
             | self.selection.left(audience_id)
             | self.outbox.departed(self.run.id, audience_id)
         )
-        kept_out = {} if self.run.full else self.selection.kept_out(audience_id, also)
+        refused = {} if self.run.full else self.selection.still_refused(audience_id, also)
         self._complete(audience_id, also)
         handled = declined = 0
         pages = self.selection.pages(audience_id, changed_only=not self.run.full, also=also)
         with self._pipeline(audience_id) as pipeline:
             for hashes in pages:
                 handled += len(hashes)
-                for planned in kept_out.keys() & set(hashes) if kept_out else ():
-                    del kept_out[planned]  # its contact changed: planned like any other
+                for planned in refused.keys() & set(hashes) if refused else ():
+                    del refused[planned]  # its contact changed: planned like any other
                 page = self._plan(audience_id, hashes)
                 if page.moves and pipeline.busy:
                     # Moves read members other pages may be changing: those go first.
@@ -323,8 +323,8 @@ class SyncRunner:
             self.selection.forget_links_of_deleted(audience_id, self.extension.sources)
         quiet = self.selection.without_consent_count(audience_id) - declined  # not handled
         self.run.not_opted_in += quiet
-        self.recorder.list_kept_out(kept_out.values())
-        self.run.unchanged += everyone - handled - quiet - len(kept_out)
+        self.recorder.list_refused(refused.values())
+        self.run.unchanged += everyone - handled - quiet - len(refused)
         self.run.processed += everyone - handled
         self._commit()
 

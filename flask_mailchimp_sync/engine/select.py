@@ -5,8 +5,8 @@ The contacts of an address are its staged rows and the *current links*: the link
 contacts the run read but left out as unchanged (see :class:`.staging.Snapshot`). An
 incremental run handles only addresses with a contact changed since it was last
 handled, addresses a contact left, and members Mailchimp changed; departed members are
-those the shop created whose contacts are all gone. Members Mailchimp keeps from
-contacts left out are listed again from the ledger (:meth:`RunSelection.kept_out`).
+those the shop created whose contacts are all gone. New members Mailchimp refused are
+listed again from the ledger (:meth:`RunSelection.still_refused`).
 
 Staged rows are written in bulk right before these queries read them: on PostgreSQL
 :meth:`RunSelection.analyze` refreshes the planner's statistics first, or a plan made
@@ -34,12 +34,11 @@ PAGE = 500
 
 
 @dataclass(frozen=True)
-class KeptOut:
-    """A member Mailchimp keeps from the shop, with one of its contacts left out."""
+class Refusal:
+    """A new member Mailchimp refused, with one contact that still wants it."""
 
     email: str
-    status: str | None
-    last_error: str | None
+    reason: str
     source: str
     contact_key: str
 
@@ -242,57 +241,48 @@ class RunSelection:
         )
         return ~sa.exists(same)
 
-    def kept_out(self, audience_id: str, also: Iterable[str] = ()) -> dict[str, KeptOut]:
-        """Members Mailchimp keeps from the shop, blocked (unsubscribed, cleaned,
-        archived by someone else...) or refused as new (their data "looked fake", say),
-        that a contact with the flag still has: by address, with one such contact each.
-        Addresses in *also* are left out (the run handles them)."""
+    def still_refused(self, audience_id: str, also: Iterable[str] = ()) -> dict[str, Refusal]:
+        """New members Mailchimp refused (their data "looked fake", say: the same data is
+        not sent again) that a contact with the flag still has, by address, with one
+        such contact each. Addresses in *also* are left out (the run handles them)."""
         state = self.State
-        blocked = sa.and_(
-            state.status.is_not(None),
-            state.status.not_in(sorted(ACTIVE)),
-            sa.or_(state.status != "archived", state.archived_by_shop.is_(False)),
+        query = sa.select(state.subscriber_hash, state.email, state.last_error).where(
+            state.store == DEFAULT_STORE,
+            state.audience_id == audience_id,
+            state.status.is_(None),
+            state.last_error.is_not(None),
         )
-        refused_as_new = sa.and_(state.status.is_(None), state.last_error.is_not(None))
-        query = sa.select(state.subscriber_hash, state.email, state.status, state.last_error)
-        candidates = {
-            row.subscriber_hash: row
-            for row in self.session.execute(
-                query.where(
-                    state.store == DEFAULT_STORE,
-                    state.audience_id == audience_id,
-                    sa.or_(blocked, refused_as_new),
-                )
-            )
-        }  # few, usually: no join over every link
-        hashes, kept = sorted(set(candidates) - set(also)), dict[str, KeptOut]()
+        refused = {row.subscriber_hash: row for row in self.session.execute(query)}
+        hashes, found = sorted(set(refused) - set(also)), dict[str, Refusal]()
         for start in range(0, len(hashes), PAGE):
             for row in self._consenting_here(audience_id, hashes[start : start + PAGE]):
-                member = candidates[row.subscriber_hash]
-                kept.setdefault(
+                member = refused[row.subscriber_hash]
+                found.setdefault(
                     row.subscriber_hash,
-                    KeptOut(member.email, member.status, member.last_error, row.source,
-                            row.contact_key),
-                )  # fmt: skip
-        return kept
+                    Refusal(member.email, member.last_error, row.source, row.contact_key),
+                )
+        return found
 
     def _consenting_here(self, audience_id: str, hashes: Sequence[str]) -> list[Any]:
         """Links (hash, source, key) of contacts that still have these addresses, with
         the flag: left out as unchanged (those all have it), or staged there with it."""
         staged, link = self.Staged, self.Link
-        moved_or_declined = sa.select(staged.id).where(
+        elsewhere_or_declined = sa.select(staged.id).where(
             staged.run_id == self.run_id,
             staged.source == link.source,
             staged.contact_key == link.contact_key,
-            staged.audience_id.in_((link.audience_id, ABSENT)),
-            sa.or_(staged.subscriber_hash != link.subscriber_hash, staged.marketing.is_not(True)),
+            sa.or_(
+                staged.audience_id != link.audience_id,  # another audience, or ABSENT
+                staged.subscriber_hash != link.subscriber_hash,
+                staged.marketing.is_not(True),
+            ),
         )
         query = sa.select(link.subscriber_hash, link.source, link.contact_key).where(
             link.store == DEFAULT_STORE,
             link.audience_id == audience_id,
             link.source.in_(self.sources),
             many.one_of(self.session, link.subscriber_hash, hashes),
-            ~sa.exists(moved_or_declined),
+            ~sa.exists(elsewhere_or_declined),
         )
         return list(self.session.execute(query.order_by(link.id)))
 
