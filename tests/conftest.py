@@ -26,6 +26,8 @@ from .helpers import (
     csrf_token,
     sync,
 )
+from .hosts import SHAPES, drop_host, make_host
+from .hosts import connect as connect_host
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -152,6 +154,18 @@ def shared(db, mailchimp_account):
     audience = mailchimp_account.customers.id
     connect_shop(mailchimp_account.api_key, {"consignor": audience, "customer": audience})
     return audience
+
+
+@pytest.fixture(params=SHAPES)
+def host_shop(request, tmp_path, emulator):
+    """A host shop of each shape (see :mod:`.hosts`), both roles in one audience:
+    (host, audience id), in the host's app context."""
+    host = make_host(request.param, database_url(tmp_path), emulator.api_url)
+    account, (audience,) = emulator.add_account_with_audiences("Host", "Everyone")
+    with host.app.app_context():
+        connect_host(host, account.api_key, audience.id, realtime=False)
+        yield host, audience.id
+    drop_host(host)
 
 
 @pytest.fixture

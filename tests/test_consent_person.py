@@ -7,22 +7,11 @@ import pytest
 from flask_mailchimp_sync.engine.shop import withdraw
 from flask_mailchimp_sync.testing import wait_for_jobs
 
-from .conftest import database_url
-from .hosts import SHAPES, connect, drain, drop_host, make_host, sync
+from .hosts import drain, sync
 
 
-@pytest.fixture(params=SHAPES)
-def shop(request, tmp_path, emulator):
-    host = make_host(request.param, database_url(tmp_path), emulator.api_url)
-    account, (audience,) = emulator.add_account_with_audiences("Host", "Everyone")
-    with host.app.app_context():
-        connect(host, account.api_key, audience.id, realtime=False)
-        yield host, audience.id
-    drop_host(host)
-
-
-def test_an_unsubscribed_person_stays_blocked_through_an_invalid_address(shop, emulator):
-    host, audience = shop
+def test_an_unsubscribed_person_stays_blocked_through_an_invalid_address(host_shop, emulator):
+    host, audience = host_shop
     patron = host.add_patron("pat@mailbox.io")
     assert sync(host).added == 1
     emulator.state.set_status(audience, "pat@mailbox.io", "unsubscribed")
@@ -42,11 +31,11 @@ def test_an_unsubscribed_person_stays_blocked_through_an_invalid_address(shop, e
 
 @pytest.mark.parametrize("deliver", ["sync", "real time"])
 def test_a_bounced_person_who_moves_onto_a_non_consenting_address_stays_blocked(
-    shop, emulator, deliver
+    host_shop, emulator, deliver
 ):
     """The new address has no consent of its own, so nothing is sent to it at first; the
     person must still be linked to their bounced member when staff tick the box again."""
-    host, audience = shop
+    host, audience = host_shop
     host.mailchimp.settings_store().get().realtime = deliver == "real time"
     host.db.session.commit()
     host.add_patron("zed@mailbox.io", opt_in=False)
@@ -66,11 +55,11 @@ def test_a_bounced_person_who_moves_onto_a_non_consenting_address_stays_blocked(
 
 @pytest.mark.parametrize("deliver", ["sync", "real time"])
 def test_a_bounced_person_who_joins_a_subscribed_address_does_not_keep_it_subscribed(
-    shop, emulator, deliver
+    host_shop, emulator, deliver
 ):
     """Nothing changes for the member they join (it is subscribed already); when its own
     contact leaves, the bounced person's ticked box is not consent enough to keep it."""
-    host, audience = shop
+    host, audience = host_shop
     host.mailchimp.settings_store().get().realtime = deliver == "real time"
     host.db.session.commit()
     patron = host.add_patron("zed@mailbox.io")
@@ -98,10 +87,10 @@ def settle(host, deliver: str) -> None:
         assert drain(host).error is None  # and anything left
 
 
-def test_an_unsubscribe_turns_off_every_contact_of_the_address_in_every_role(shop):
+def test_an_unsubscribe_turns_off_every_contact_of_the_address_in_every_role(host_shop):
     """Many contacts of one person, in both roles, none linked yet (found by address);
     only those whose flag was on are counted as turned off, whatever the flag's shape."""
-    host, audience = shop
+    host, audience = host_shop
     for _ in range(5):
         host.add_patron("bea@fastpost.net", opt_in=False)
     for _ in range(5):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .helpers import add_consignor, add_customer, connect_shop, counts, items, sync, writes
 from .helpers import members as held_in_mailchimp
+from .hosts import sync as sync_host
 
 REFUSED = "walk-in@example.com looks fake or invalid, please enter a real email address."
 
@@ -127,3 +128,22 @@ def test_a_refusal_in_an_audience_a_role_left_is_not_listed_there(db, emulator, 
     preview = sync(dry_run=True)  # sends nothing, so nothing moves
     assert counts(preview) == {"not_opted_in": 1, "added": 1}
     assert preview.processed == preview.total == 2
+
+
+def test_on_every_host_shape_a_refusal_is_listed_until_the_flag_goes_off(host_shop, emulator):
+    """The supplier's flag is on its row, on a related row, or behind a callable; its
+    address is spelled with capitals and spaces. Listed while it consents, not after."""
+    host, audience = host_shop
+    supplier = host.add_supplier("  Walk-In@EXAMPLE.com ")
+    host.add_patron("pat@mailbox.io")
+    first = sync_host(host)
+    assert (first.added, first.failed) == (1, 1)
+    before = len(emulator.state.requests)
+    for _ in range(2):
+        run = sync_host(host)
+        assert (run.unchanged, run.failed) == (1, 1)
+    host.set_flag(supplier, False)
+    run = sync_host(host)
+    assert (run.unchanged, run.failed, run.not_opted_in) == (1, 0, 1)
+    assert writes(emulator, before) == []
+    assert set(held_in_mailchimp(emulator, audience)) == {"pat@mailbox.io"}
