@@ -137,11 +137,12 @@ class SyncRunner:
             )
         chosen = {a: [c for c in settings.audiences if c.audience_id == a] for a in audience_ids}
         started = utcnow()  # the next window starts here: what is read early is covered
-        early = {a: pull.read_early(api, a, pull.pull_window(chosen[a])) for a in audience_ids}
+        since = {a: pull.pull_window(chosen[a]) for a in audience_ids}
+        early = {a: pull.read_early(api, a, since[a]) for a in audience_ids}
         self._stage(targets)
-        for audience_id in audience_ids:
-            self._phase(f"reading {audience_id}")  # the page names the audience
-            self._read_mailchimp(api, audience_id, chosen[audience_id], started, early[audience_id])
+        for a in audience_ids:
+            self._phase(f"reading {a}")  # the page names the audience
+            self._read_mailchimp(api, a, chosen[a], (since[a], started), early[a])
         self.addresses = {a: self.selection.address_count(a) for a in audience_ids}
         self.departed = {a: self.selection.departed_count(a) for a in audience_ids}
         self.run.total = sum(self.addresses.values()) + sum(self.departed.values())
@@ -265,14 +266,14 @@ class SyncRunner:
 
     def _read_mailchimp(
         self, api: MailchimpApi, audience_id: str, role_audiences: list[Any],
-        started: datetime, early: dict[str, Any],
+        window: tuple[datetime | None, datetime], early: dict[str, Any],
     ) -> None:  # fmt: skip
-        """The audience's merge tags (cached for deliveries) and its members' changes
-        (since the last read; *early*: first pages read while the shop was staged)."""
+        """The audience's merge tags (cached for deliveries) and its members' changes in
+        *window* (the last read to this run's start; *early*: pages read while staging)."""
         tags = self.merge_tags[audience_id]
         name = role_audiences[0].audience_name or audience_id
         self._note(missing_note(name, staging.declared_tags(self.targets, audience_id) - tags))
-        since = pull.pull_window(role_audiences)
+        since, started = window
         statuses = None if since is None else pull.LEFT
         remote = pull.read_members(api, audience_id, since, statuses, early)
         learned: set[str] = set()
@@ -310,7 +311,7 @@ class SyncRunner:
         with self._pipeline(audience_id) as pipeline:
             for hashes in pages:
                 handled += len(hashes)
-                for planned in refused.keys() & set(hashes) if refused else ():
+                for planned in refused.keys() & set(hashes):
                     del refused[planned]  # its contact changed: planned like any other
                 page = self._plan(audience_id, hashes)
                 if page.moves and pipeline.busy:
