@@ -7,6 +7,7 @@ rows in the shop's database, and that a Sync or a real-time delivery finished.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -105,8 +106,18 @@ def archive_once_listed(
     """Someone archives *email* in Mailchimp right after a read of the audience's members
     of *status* (``None``: the unfiltered list) has shown it: between two reads of a run.
 
-    Set up before the emulator's first request (Flask takes no hooks after it)."""
+    The run reads its statuses side by side, so the read of the archived waits until
+    *email* is archived (at most 10 s): otherwise it could come back first, before there
+    was anything to see. Set up before the emulator's first request (Flask takes no hooks
+    after it)."""
     done: list[bool] = []
+    archived = threading.Event()
+
+    @emulator.wsgi_app.before_request
+    def wait_for_the_archive() -> None:
+        member = emulator.state.member(audience, email)
+        if request.args.get("status") == "archived" and member is not None and not member.archived:
+            archived.wait(timeout=10)
 
     @emulator.wsgi_app.after_request
     def archive(response: Any) -> Any:
@@ -121,6 +132,7 @@ def archive_once_listed(
             with emulator.state.lock:
                 member = emulator.state.member(audience, email)
                 member.archived, member.last_changed = True, now()
+            archived.set()
         return response
 
 
