@@ -64,6 +64,9 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "MAILCHIMP_SYNC_BATCH_THRESHOLD": 20,
     # Days delivered real-time changes are kept in the outbox before pruning.
     "MAILCHIMP_SYNC_OUTBOX_RETENTION": 7,
+    # The newest runs whose lists of skipped, blocked and failed contacts are kept
+    # (older runs keep their counts); None keeps every list.
+    "MAILCHIMP_SYNC_RUN_LISTS_KEPT": 50,
     # Failed delivery attempts after which the page shows changes as failing.
     "MAILCHIMP_SYNC_OUTBOX_FAILED_AFTER": 5,
     # Contacts read from a host model per query.

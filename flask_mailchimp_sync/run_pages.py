@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from flask import abort, jsonify, render_template, request
+from flask import abort, current_app, jsonify, render_template, request
 
 from . import words
 from ._state import get_extension
+from .engine import retention
 from .engine.members import LISTED, OUTCOMES
 from .pages import MAX_ID, blueprint
 
@@ -36,9 +37,13 @@ def run_page(run_id: int) -> Any:
     if outcome in LISTED:
         items = items.where(Item.outcome == outcome)
     page = _paginate(extension, items, per_page=100)
+    kept = retention.lists_kept(current_app.config)
+    oldest = retention.oldest_listed_run(extension.db.session, extension.models, run.store, kept)
     return render_template(
         "mailchimp_sync/run.html",
         run=run,
+        list_gone=run.id < oldest and not page.items,
+        lists_kept=kept,
         summary=run_summary(run),
         items=page,
         contacts=words.contacts(extension, page.items),

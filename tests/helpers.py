@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
+from html import unescape
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +27,11 @@ PUBLIC = "https://shop.marigold.example"
 
 #: Said at the end of the test run (e.g. which tests fell back to a stand-in service).
 NOTES: list[str] = []
+
+
+def text(page: str) -> str:
+    """The page's words, without tags."""
+    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
 
 
 def csrf_token(html: str) -> str:

@@ -21,12 +21,7 @@ from flask_mailchimp_sync.engine.runner import SyncRunner
 from flask_mailchimp_sync.jobs import start_sync
 from flask_mailchimp_sync.testing import stop_jobs, wait_for_jobs
 
-from .helpers import PAGE, add_consignor, add_customer, connect_shop, csrf_token, sync
-
-
-def text(page: str) -> str:
-    """The page's words, without tags."""
-    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page)))
+from .helpers import PAGE, add_consignor, add_customer, connect_shop, csrf_token, sync, text
 
 
 def post(client, action, **data):

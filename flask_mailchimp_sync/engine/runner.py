@@ -27,7 +27,7 @@ from ..exceptions import MailchimpSyncError, SyncRefused
 from ..merge_fields import missing_note
 from ..models import utcnow
 from ..sources import default_tag
-from . import ledger, locks, pull, staging
+from . import ledger, locks, pull, retention, staging
 from .members import Member, Outcome, as_planned
 from .outbox import Outbox
 from .pipeline import DEPTH, Pipeline
@@ -200,6 +200,8 @@ class SyncRunner:
             for role_audience in settings.audiences:
                 if role_audience.audience_id in audience_ids:
                     role_audience.first_synced_at = role_audience.first_synced_at or utcnow()
+        kept = retention.lists_kept(self.config)
+        retention.forget_old_lists(self.session, self.models, self.run.store, kept)
         self._commit()
         signals.sync_finished.send(self.app, run=self.run)
         return self.run
