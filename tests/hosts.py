@@ -216,3 +216,14 @@ def drain(host: Host) -> Any:
     from flask_mailchimp_sync.engine.delivery import drain as drain_outbox
 
     return drain_outbox(host.mailchimp, due_only=False)
+
+
+def settle(host: Host, deliver: str) -> None:
+    """Let the change reach Mailchimp: a Sync (``"sync"``), or the real-time delivery."""
+    from flask_mailchimp_sync.testing import wait_for_jobs
+
+    if deliver == "sync":
+        assert sync(host).state == "done"
+    else:
+        wait_for_jobs(host.app)  # the delivery the commit queued (it holds the lock)
+        assert drain(host).error is None  # and anything left

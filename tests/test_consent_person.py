@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from flask_mailchimp_sync.engine.shop import withdraw
-from flask_mailchimp_sync.testing import wait_for_jobs
 
-from .hosts import drain, sync
+from .hosts import settle, sync
 
 
 def test_an_unsubscribed_person_stays_blocked_through_an_invalid_address(host_shop, emulator):
@@ -76,15 +75,6 @@ def test_a_bounced_person_who_joins_a_subscribed_address_does_not_keep_it_subscr
     settle(host, deliver)
     assert emulator.state.member(audience, "zed@mailbox.io").visible_status == "archived"
     assert emulator.state.member(audience, "alvaro@correo.es").visible_status == "cleaned"
-
-
-def settle(host, deliver: str) -> None:
-    """Let the change reach Mailchimp: a Sync, or the real-time delivery."""
-    if deliver == "sync":
-        assert sync(host).state == "done"
-    else:
-        wait_for_jobs(host.app)  # the delivery the commit queued (it holds the lock)
-        assert drain(host).error is None  # and anything left
 
 
 def test_an_unsubscribe_turns_off_every_contact_of_the_address_in_every_role(host_shop):

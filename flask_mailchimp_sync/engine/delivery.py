@@ -27,12 +27,12 @@ from .._state import real_app
 from ..client import MailchimpApi
 from ..exceptions import MailchimpSyncError
 from ..models import utcnow
-from . import ledger, locks, shop, staging
+from . import ledger, locks, pull, staging
 from .members import Member, Outcome
 from .outbox import Outbox
 from .planner import ACTIVE, Action
 from .plans import History, departed_member, plan_member
-from .recorder import WITHDRAWN, Recorder
+from .recorder import Recorder
 from .runner import targets_for
 from .select import PAGE
 from .sender import Sender
@@ -263,14 +263,11 @@ class Delivery:
     def _deliver_audience(
         self, audience_id: str, groups: dict[str, list[Any]], scope: set[str]
     ) -> None:
-        State = self.models.MemberState
         links = self.recorder.links
         links.load((row.source, row.contact_key) for rows in groups.values() for row in rows)
         moved = ledger.moved_contacts(links.by_contact, audience_id, groups)
         olds = set().union(*moved.values()) if moved else set()
-        self._refresh(audience_id, olds)  # before the states are read: they may change
-        states = ledger.states_read(self.session, State, audience_id, scope | set(groups))
-        old_states = ledger.states_read(self.session, State, audience_id, olds)
+        states, old_states = self._states(audience_id, groups, scope, olds)
         history = History(
             ledger.previous_members(moved, old_states, olds & set(groups)),
             ledger.refused_contacts(links.by_contact, audience_id, groups, old_states),
@@ -301,26 +298,23 @@ class Delivery:
         if left:
             self.recorder.record(audience_id, self.sender.send(audience_id, left))
 
-    def _refresh(self, audience_id: str, hashes: set[str]) -> None:
-        """Read the members contacts moved away from, as Mailchimp holds them now.
+    def _states(
+        self, audience_id: str, groups: dict[str, list[Any]], scope: set[str], olds: set[str]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What is known of the members to decide on, and of those contacts moved away
+        from, read again from Mailchimp where the ledger's status may be old.
 
-        Consent follows the person: whether they unsubscribed or bounced meanwhile
-        decides what their new address may get, and the ledger may not know it yet
-        (no member lists are read between Syncs). One read per changed address, and
-        none for a flag flip. A refusal found here turns the shop's flags off too.
-        """
-        for member_hash in sorted(hashes):
-            found = self.api.member(audience_id, member_hash)
-            if found is None:
-                continue
-            status, email = str(found.get("status") or ""), str(found["email_address"])
-            state = ledger.member_state(
-                self.session, self.models.MemberState, audience_id, member_hash, email
-            )
-            if status in WITHDRAWN and state.status != status:
-                shop.withdraw(self.extension, audience_id, email, status)
-            ledger.set_status(state, status, email)
-        self.session.flush()
+        Consent follows the person: whether they unsubscribed or bounced since decides
+        what their new address may get, and no member lists are read between Syncs. So
+        the members contacts moved away from are read first (none for a flag flip);
+        then those about to be reported kept out, who may have come back."""
+        State = self.models.MemberState
+        pull.read_again(self.extension, self.api, audience_id, olds)
+        states = ledger.states_read(self.session, State, audience_id, scope | set(groups))
+        if stale := pull.kept_out(states, groups):
+            pull.read_again(self.extension, self.api, audience_id, stale)
+            states = ledger.states_read(self.session, State, audience_id, scope | set(groups))
+        return states, ledger.states_read(self.session, State, audience_id, olds)
 
     def _merge_tags(self, audience_id: str, *, fresh: bool = False) -> set[str]:
         """The audience's merge tags, from the last Sync's cache (read when missing)."""

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import many
 from ..models import DEFAULT_STORE, utcnow
-from .planner import Known, blocks
+from .planner import ACTIVE, Known, blocks
 
 
 def member_states(
@@ -160,8 +160,16 @@ def known(state: Any) -> Known | None:
 
 
 def set_status(state: Any, status: str, email: str) -> None:
-    """Note Mailchimp's status of a member (and when it changed)."""
+    """Note Mailchimp's status of a member (and when it changed).
+
+    A member coming back (from unsubscribed, cleaned, transactional or archived to
+    subscribed or pending) joined again on their own, or by the hand of someone in
+    Mailchimp: from then on the member is not the shop's to archive. (The shop's own
+    restore marks it the shop's again, after this.)"""
     if state.status != status:
+        if state.status is not None and state.status not in ACTIVE and status in ACTIVE:
+            state.sent = False
+            state.archived_by_shop = False
         state.status = status
         state.status_changed_at = utcnow()
     state.email = email

@@ -19,7 +19,7 @@ from .. import emails
 from ..client import MailchimpApi
 from ..models import as_utc
 from . import ledger, shop, staging
-from .planner import Wanted
+from .planner import ACTIVE, REFUSED, Wanted
 
 if TYPE_CHECKING:
     from ..extension import MailchimpSync
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 PULL_OVERLAP = timedelta(minutes=5)
 #: The statuses that take a member out of campaigns, read after the first time.
 LEFT = ("unsubscribed", "cleaned", "archived")
+#: Members kept out that one run or delivery reads again, one request each (the rest
+#: are decided from what is known, as before, and read again by a later run).
+READ_AGAIN_AT_MOST = 100
 
 
 def pull_window(role_audiences: Sequence[Any]) -> datetime | None:
@@ -125,6 +128,43 @@ def learn(
         if state.fingerprint is None and here and apply:
             _match(state, member, staging.wanted_member(here, merge_tags))
     return learned
+
+
+def kept_out(states: Mapping[str, Any], groups: Mapping[str, list[Any]]) -> set[str]:
+    """Members a contact with the flag wants whose status, as last read, keeps them out
+    (unsubscribed, cleaned, transactional, archived by someone else): they may have come
+    back since. At most :data:`READ_AGAIN_AT_MOST` of them."""
+    kept = {
+        member_hash
+        for member_hash, rows in groups.items()
+        if (state := states.get(member_hash)) is not None
+        and state.status is not None
+        and state.status not in ACTIVE
+        and not (state.status == "archived" and state.archived_by_shop)
+        and any(row.marketing for row in rows)
+    }
+    return set(sorted(kept)[:READ_AGAIN_AT_MOST])
+
+
+def read_again(
+    extension: MailchimpSync, api: MailchimpApi, audience_id: str, hashes: Iterable[str]
+) -> None:
+    """Read these members as Mailchimp holds them now, one request each, and note them.
+
+    For the few members a run or a delivery is about to decide on from a status that
+    may be old: later reads take only members who left, never those coming back. A
+    new unsubscribe or bounce found here turns the shop's flags off too."""
+    session, State = extension.db.session, extension.models.MemberState
+    for member_hash in sorted(hashes):
+        found = api.member(audience_id, member_hash)
+        if found is None:
+            continue
+        status, email = str(found.get("status") or ""), str(found["email_address"])
+        state = ledger.member_state(session, State, audience_id, member_hash, email)
+        if status in REFUSED and state.status != status:
+            shop.withdraw(extension, audience_id, email, status)
+        ledger.set_status(state, status, email)
+    session.flush()
 
 
 def _match(state: Any, remote: Mapping[str, Any], wanted: Wanted) -> None:

@@ -19,15 +19,13 @@ from .._state import real_app
 from ..models import utcnow
 from . import ledger, records, shop
 from .members import CREATES, Member, Outcome
+from .planner import REFUSED
 from .select import Refusal
 
 if TYPE_CHECKING:
     from ..extension import MailchimpSync
 
 log = logging.getLogger(__name__)
-
-#: Statuses that turn the shop's flags off when Mailchimp reports them.
-WITHDRAWN = ("unsubscribed", "cleaned")
 
 
 class Recorder:
@@ -183,7 +181,7 @@ class Recorder:
         if outcome.counted == "failed" and member.wanted is not None and state.status is None:
             state.fingerprint = member.wanted.fingerprint  # remember what was refused
         if outcome.status:
-            if outcome.status in WITHDRAWN and state.status != outcome.status:
+            if outcome.status in REFUSED and state.status != outcome.status:
                 self._withdraw(audience_id, outcome)
             ledger.set_status(state, outcome.status, email)
         if outcome.counted == "archived":

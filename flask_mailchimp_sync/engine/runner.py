@@ -78,6 +78,8 @@ class SyncRunner:
         self.merge_tags: dict[str, set[str]] = {}
         self.targets: Sequence[Target] = []
         self.learned: dict[str, set[str]] = {}  # members whose status Mailchimp changed
+        self.api: MailchimpApi  # once connected
+        self.read_again_left = pull.READ_AGAIN_AT_MOST  # members kept out, read again
         self.snapshot: staging.Snapshot | None = None
         self.selection = RunSelection(self.session, self.models, run_id, ())
         self.recorder = Recorder(
@@ -122,7 +124,7 @@ class SyncRunner:
         if not self._take_locks([] if self.run.dry_run else locks.audience_locks(audience_ids)):
             return self._fail("A sync of this audience is already running.")
         self._start()
-        api = MailchimpApi(api_key, self.config, on_retry=self._retrying)
+        api = self.api = MailchimpApi(api_key, self.config, on_retry=self._retrying)
         new_status = "pending" if settings.double_opt_in else "subscribed"
         self.sender = Sender(api, self.config, new_status)
         if not self.run.dry_run:
@@ -333,7 +335,7 @@ class SyncRunner:
 
     def _plan(self, audience_id: str, hashes: list[str]) -> Page:
         groups = self._groups(audience_id, hashes)
-        states = ledger.states_read(self.session, self.models.MemberState, audience_id, hashes)
+        states = self._states(audience_id, groups, hashes)
         links = ledger.Links(self.session, self.models.ContactState)
         links.load((row.source, row.contact_key) for rows in groups.values() for row in rows)
         moved = ledger.moved_contacts(links.by_contact, audience_id, groups)
@@ -350,6 +352,24 @@ class SyncRunner:
             for member_hash in hashes
         ]  # fmt: skip
         return Page(members, links, moves=bool(moved))
+
+    def _states(
+        self, audience_id: str, groups: dict[str, list[Any]], hashes: list[str]
+    ) -> dict[str, Any]:
+        """What is known of these members; those about to be reported kept out are read
+        again first (they may have come back: later reads take only members who left),
+        up to :data:`.pull.READ_AGAIN_AT_MOST` a run. A Preview reads none: what it
+        read would be known, and news it found (an unsubscribe) not applied."""
+        State = self.models.MemberState
+        states = ledger.states_read(self.session, State, audience_id, hashes)
+        if self.run.dry_run:
+            return states
+        stale = sorted(pull.kept_out(states, groups))[: self.read_again_left]
+        if not stale:
+            return states
+        self.read_again_left -= len(stale)
+        pull.read_again(self.extension, self.api, audience_id, stale)
+        return ledger.states_read(self.session, State, audience_id, hashes)
 
     def _archive_departed(self, audience_id: str) -> None:
         """Members the shop created whose contacts are gone from the shop."""
