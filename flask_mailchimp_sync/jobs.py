@@ -290,9 +290,9 @@ class Dispatcher:
     def nudge(self) -> None:
         if self.stopped:
             return
-        self.busy = True
-        self._wake.set()
-        with self._lock:
+        with self._lock:  # with the loop's reading of the event: neither is lost
+            self.busy = True
+            self._wake.set()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="mailchimp-sync-dispatcher", daemon=True
@@ -322,7 +322,8 @@ class Dispatcher:
             try:
                 enqueue_drain(self.app)
                 failures = 0
-                self.busy = self._wake.is_set()
+                with self._lock:  # a nudge since the hand-over keeps it busy
+                    self.busy = self._wake.is_set()
             except Exception as error:  # Redis down, most likely
                 failures += 1
                 log.warning("Could not queue delivery of Mailchimp changes (%s); retrying", error)
