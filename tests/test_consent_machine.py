@@ -57,6 +57,7 @@ from flask_mailchimp_sync.engine import runner as sync_module
 from flask_mailchimp_sync.exceptions import MailchimpSyncError
 from flask_mailchimp_sync.jobs import dispatcher
 from flask_mailchimp_sync.testing import MailchimpEmulator
+from flask_mailchimp_sync.testing.emulator.state import now as mailchimp_now
 
 from . import hosts
 
@@ -481,6 +482,26 @@ class ConsentMachine(RuleBasedStateMachine):
         ident = identity(member.email)
         self.hidden_people |= {ref for ref, linked in self.linked.items() if linked == ident}
         note(f"mailchimp: staff archive {member.email!r}")
+
+    @rule(address=st.sampled_from(IDENTITIES))
+    @step
+    def mailchimp_comes_back(self, address: str) -> None:
+        """Someone who left comes back: signs up again on a form after unsubscribing, or
+        staff un-archive a member someone archived. They joined again on their own: from
+        then on the member is not the shop's to archive (nor to keep out)."""
+        member = self.member(address)
+        uid = member.unique_email_id if member is not None else None
+        if uid not in self.mailchimp_blocked and uid not in self.archived_by_others:
+            note(f"mailchimp: nobody who left as {address!r} to come back")
+            return
+        assert member is not None
+        with self.mailchimp_state.lock:
+            member.archived, member.status = False, "subscribed"
+            member.last_changed = mailchimp_now()
+        self.mailchimp_blocked.discard(uid)
+        self.archived_by_others.discard(uid)
+        self.outsiders[uid] = frozenset(member.tags)
+        note(f"mailchimp: {member.email!r} comes back, subscribed")
 
     @rule(address=st.sampled_from(TYPED))
     @step
