@@ -21,6 +21,7 @@ from .helpers import (
     free_port,
     items,
     subprocess_env,
+    wait_until_quiet,
 )
 
 PAGE = "/preferences/integrations/mailchimp/"
@@ -188,7 +189,8 @@ def test_a_sync_killed_midway_is_finished_by_the_next_run(app, emulator, mailchi
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
     emulator.faults.latency = 0
-    time.sleep(1.2)  # the dead run's lock expires, and requests it had in flight land
+    # the dead run's lock expires, and requests it had in flight land (they count below)
+    wait_until_quiet(emulator, mailchimp_account.api_key, at_least=1.2)
     partial = len(emulator.state.members(audience))
     assert 0 < partial < 3000
 
