@@ -263,3 +263,20 @@ def subprocess_env(app: Any, emulator: Any, **extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+def wait_until_quiet(emulator: Any, api_key: str, *, at_least: float, quiet: float = 0.25) -> None:
+    """Wait *at_least* seconds, and until the emulator has answered every request of
+    *api_key* it took (none in flight, its log still for *quiet* seconds): a killed
+    process's last requests may land well after the kill on a loaded machine."""
+    start = time.monotonic()
+    deadline = start + at_least + 30
+    seen, still_since = -1, start
+    while True:
+        now = time.monotonic()
+        if emulator.state.connections.open[api_key] or len(emulator.state.requests) != seen:
+            seen, still_since = len(emulator.state.requests), now
+        elif now - start >= at_least and now - still_since >= quiet:
+            return
+        assert now < deadline, "the emulator never went quiet"
+        time.sleep(0.02)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
+from flask import Response
 
 from flask_mailchimp_sync.testing import wait_for_jobs
 
@@ -21,6 +22,7 @@ from .helpers import (
     free_port,
     items,
     subprocess_env,
+    wait_until_quiet,
 )
 
 PAGE = "/preferences/integrations/mailchimp/"
@@ -174,6 +176,19 @@ def test_a_sync_killed_midway_is_finished_by_the_next_run(app, emulator, mailchi
 
         connect_shop(mailchimp_account.api_key, {"customer": audience})
         add_opted_in_customers(db, 3000)
+    # Once 1,000 members are in, the run's next adds are held, then refused once it is
+    # dead (polling for the count let a loaded machine kill it only after all 3,000).
+    holding, enough, killed = threading.Event(), threading.Event(), threading.Event()
+    holding.set()
+
+    @emulator.wsgi_app.before_request
+    def stop_at_a_thousand():
+        if holding.is_set() and len(emulator.state.members(audience)) >= 1000:
+            enough.set()
+            killed.wait(timeout=60)
+            return Response(status=503)  # to a dead process: nobody hears it
+        return None
+
     emulator.faults.latency = 0.3
     process = subprocess.Popen(
         [sys.executable, "-m", "flask", "mailchimp", "sync"],
@@ -182,13 +197,15 @@ def test_a_sync_killed_midway_is_finished_by_the_next_run(app, emulator, mailchi
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 60
-    while len(emulator.state.members(audience)) < 1000 and time.time() < deadline:
-        time.sleep(0.05)
+    reached = enough.wait(timeout=60)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
+    holding.clear()
+    killed.set()
+    assert reached, "the run never reached 1,000 members"
     emulator.faults.latency = 0
-    time.sleep(1.2)  # the dead run's lock expires, and requests it had in flight land
+    # the dead run's lock expires, and requests it had in flight land (they count below)
+    wait_until_quiet(emulator, mailchimp_account.api_key, at_least=1.2)
     partial = len(emulator.state.members(audience))
     assert 0 < partial < 3000
 
