@@ -22,7 +22,7 @@ from flask_mailchimp_sync.testing import MailchimpEmulator, wait_for_jobs
 from flask_mailchimp_sync.testing.emulator.state import now
 
 from .conftest import database_url
-from .hosts import Host, connect, drain, drop_host, make_host, sync
+from .hosts import SHAPES, Host, connect, drain, drop_host, make_host, sync
 
 #: Statuses of members who get campaigns (or are about to confirm).
 ACTIVE = {"subscribed", "pending"}
@@ -350,6 +350,37 @@ def test_a_change_committed_during_a_sync_is_still_delivered(make_shop, tmp_path
     shop.settle()
     assert shop.status("ann@mailbox.io") == "archived"
     assert shop.undelivered() == []
+
+
+# -- 9. A delivery reaching a contact through its old member ----------------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_contact_found_through_its_old_member_does_not_decide_its_new_address_alone(
+    make_shop, shape
+):
+    """Pat (no flag) moved from Cy's address to Zed's, where Zoe consents; Cy had
+    unsubscribed, so Pat stays linked to Cy's member. When Sam moves onto Cy's address,
+    the delivery finds Pat through that link: Zed's address is decided with Zoe too, and
+    stays subscribed (found with Pat alone, it was archived)."""
+    shop = make_shop(shape)
+    shop.first_sync()
+    pat = shop.add("Patron", "cy@shop-mail.org", opt_in=False)
+    shop.add("Supplier", "cy@shop-mail.org")
+    shop.settle()
+    assert shop.status("cy@shop-mail.org") == "subscribed"
+    sam = shop.add("Supplier", "alvaro@correo.es")
+    shop.host.set_email(pat, "zed@mailbox.io")
+    shop.emulator.state.set_status(shop.audience, "cy@shop-mail.org", "unsubscribed")
+    shop.add("Patron", "zed@mailbox.io")  # Zoe
+    shop.settle()
+    assert drain(shop.host).error is None
+    assert shop.status("zed@mailbox.io") == "subscribed"
+    shop.host.set_email(sam, "cy@shop-mail.org")
+    shop.settle()
+    assert drain(shop.host).error is None
+    assert shop.status("zed@mailbox.io") == "subscribed"
+    assert shop.status("cy@shop-mail.org") == "unsubscribed"
 
 
 # -- A host whose model_class adds an id and timestamps ----------------------------------------

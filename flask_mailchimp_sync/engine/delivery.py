@@ -159,6 +159,16 @@ def _postpone(
     return DrainResult(waiting=waiting, error=error, retry_in=retry_in)
 
 
+def _addresses(found: dict[str, dict[str, Any]]) -> set[str]:
+    """The members (hashes) the contacts' addresses are now."""
+    return {
+        emails.subscriber_hash(contact.email)
+        for contacts in found.values()
+        for contact in contacts.values()
+        if emails.identity(contact.email)
+    }
+
+
 def _prune_deliveries(extension: MailchimpSync, days: float) -> None:
 
     Delivery_ = extension.models.Delivery
@@ -199,7 +209,12 @@ class Delivery:
     ) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """The changed contacts, plus every contact last sent as the same member as they
         are now or were last sent as (found through the stored links, so another
-        spelling of the address is found too); and the members (hashes) concerned."""
+        spelling of the address is found too); and the members (hashes) concerned.
+
+        A contact found through its link may be at another address now, which is then
+        decided too: that address's contacts are found as well, and so on. Decided from
+        one contact without the flag, it would archive a member another one consents to.
+        """
         sources = {s.name: s for t in targets for s in t.sources}
         found: dict[str, dict[str, Any]] = {name: {} for name in sources}
         hashes: set[str] = set(departed)
@@ -207,19 +222,23 @@ class Delivery:
             contact = self._contact(sources, name, key)
             if contact is not None:
                 found[name][contact.key] = contact
-                if emails.identity(contact.email):
-                    hashes.add(emails.subscriber_hash(contact.email or ""))
         Link = self.models.ContactState
         keys = {key for _, key in changed}
         for link in self.session.query(Link).filter(Link.contact_key.in_(keys)):
             if (link.source, link.contact_key) in set(changed):
                 hashes.add(link.subscriber_hash)
-        for audience_id in {t.audience_id for t in targets}:
-            for name, key in ledger.linked_contacts(self.session, Link, audience_id, hashes):
-                if name in found and key not in found[name]:
-                    contact = self._contact(sources, name, key)
-                    if contact is not None:
-                        found[name][contact.key] = contact
+        audience_ids = {t.audience_id for t in targets}
+        hashes |= _addresses(found)
+        looked: set[str] = set()
+        while new := hashes - looked:
+            looked |= new
+            for audience_id in audience_ids:
+                for name, key in ledger.linked_contacts(self.session, Link, audience_id, new):
+                    if name in found and key not in found[name]:
+                        contact = self._contact(sources, name, key)
+                        if contact is not None:
+                            found[name][contact.key] = contact
+            hashes |= _addresses(found)
         return found, hashes
 
     def _contact(self, sources: dict[str, Any], name: str, key: str) -> Any:
