@@ -11,8 +11,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from flask import Response, request
 
+from flask_mailchimp_sync.emails import subscriber_hash
 from flask_mailchimp_sync.engine import pull
+from flask_mailchimp_sync.testing import wait_for_jobs
 from flask_mailchimp_sync.testing.emulator.state import now
 
 from .helpers import add_customer, counts, items, sync, writes
@@ -20,6 +23,7 @@ from .hosts import settle
 from .hosts import sync as sync_host
 
 SUE = "  Sue@Mailbox.io "
+BEN_HASH = subscriber_hash("ben@mailbox.shop")
 
 
 def long_ago(emulator, audience, email):
@@ -155,3 +159,58 @@ def test_a_run_reads_at_most_so_many_members_again(db, emulator, shared, monkeyp
     assert counts(sync()) == {"updated": 1, "blocked": 1}
     single = [r for r in emulator.state.requests[reads:] if "/members/" in r["path"]]
     assert [r["method"] for r in single] == ["GET", "PUT"]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Response('{"title": "Bad Request", "status": 400}', 400, mimetype="application/json"),
+        Response('{"id": "x", "status": "subscribed"}', 200, mimetype="application/json"),
+        Response(
+            '{"email_address": "ann@mailbox.shop", "status": "subscribed"}',
+            200,
+            mimetype="application/json",
+        ),
+    ],
+    ids=["refused", "no-address", "another-address"],
+)
+@pytest.mark.parametrize("deliver", ["sync", "real time"])
+def test_an_odd_reply_to_reading_a_member_again_stops_nothing(
+    app, db, emulator, shared, reply, deliver
+):
+    """The member cannot be read again, or the reply is not his: the Sync goes on and
+    reports him as before, and what is known of him stays as it was."""
+
+    @emulator.wsgi_app.before_request
+    def odd_reply():
+        if request.method == "GET" and request.path.endswith(f"/members/{BEN_HASH}"):
+            return reply
+        return None
+
+    from example_app import mailchimp
+
+    models = mailchimp.models
+
+    def run_items(**where):
+        return db.session.query(models.SyncRunItem).filter_by(**where).all()
+
+    ben = add_customer(db, "Ben", "Baker", "ben@mailbox.shop")
+    add_customer(db, "Ann", "Archer", "ann@mailbox.shop")
+    assert counts(sync()) == {"added": 2}
+    emulator.state.member(shared, "ben@mailbox.shop").archived = True
+    assert sync().state == "done"
+    emulator.state.member(shared, "ben@mailbox.shop").archived = False
+    mailchimp.settings_store().get().realtime = deliver == "real time"
+    ben.first_name = "Benjamin"
+    db.session.commit()
+    if deliver == "sync":
+        run = sync()
+        assert (run.state, counts(run)) == ("done", {"blocked": 1, "unchanged": 1})
+        listed = items(run)
+    else:
+        wait_for_jobs(app)
+        run = db.session.query(models.Delivery).one()
+        assert (run.state, counts(run)) == ("done", {"blocked": 1})
+        listed = {i.email: (i.outcome, i.reason) for i in run_items(delivery_id=run.id)}
+    assert listed["ben@mailbox.shop"] == ("blocked", "archived in Mailchimp")
+    assert emulator.state.member(shared, "ben@mailbox.shop").merge_fields["FNAME"] == "Ben"

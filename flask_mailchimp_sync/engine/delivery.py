@@ -331,7 +331,7 @@ class Delivery:
         pull.read_again(self.extension, self.api, audience_id, olds)
         states = ledger.states_read(self.session, State, audience_id, scope | set(groups))
         if stale := pull.kept_out(states, groups):
-            pull.read_again(self.extension, self.api, audience_id, stale)
+            pull.read_again(self.extension, self.api, audience_id, stale, must=False)
             states = ledger.states_read(self.session, State, audience_id, scope | set(groups))
         return states, ledger.states_read(self.session, State, audience_id, olds)
 

@@ -10,6 +10,7 @@ share one pull window.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -17,12 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from .. import emails
 from ..client import MailchimpApi
+from ..exceptions import MailchimpApiError
 from ..models import as_utc
 from . import ledger, shop, staging
 from .planner import ACTIVE, REFUSED, Wanted
 
 if TYPE_CHECKING:
     from ..extension import MailchimpSync
+
+log = logging.getLogger(__name__)
 
 #: Mailchimp's own changes are read again with this overlap, against clock skew.
 PULL_OVERLAP = timedelta(minutes=5)
@@ -147,19 +151,34 @@ def kept_out(states: Mapping[str, Any], groups: Mapping[str, list[Any]]) -> set[
 
 
 def read_again(
-    extension: MailchimpSync, api: MailchimpApi, audience_id: str, hashes: Iterable[str]
+    extension: MailchimpSync,
+    api: MailchimpApi,
+    audience_id: str,
+    hashes: Iterable[str],
+    *,
+    must: bool = True,
 ) -> None:
     """Read these members as Mailchimp holds them now, one request each, and note them.
 
     For the few members a run or a delivery is about to decide on from a status that
     may be old: later reads take only members who left, never those coming back. A
-    new unsubscribe or bounce found here turns the shop's flags off too."""
+    new unsubscribe or bounce found here turns the shop's flags off too.
+
+    *must*: a member that cannot be read stops the caller (what it decides depends on
+    it); otherwise that member is decided from what is known, as before. A reply that
+    cannot be this member's (no status, another address) is left out either way."""
     session, State = extension.db.session, extension.models.MemberState
     for member_hash in sorted(hashes):
-        found = api.member(audience_id, member_hash)
-        if found is None:
+        try:
+            found = api.member(audience_id, member_hash) or {}
+        except MailchimpApiError as error:
+            if must:
+                raise
+            log.warning("Mailchimp member %s not read again (%s)", member_hash, error)
             continue
-        status, email = str(found.get("status") or ""), str(found["email_address"])
+        status, email = str(found.get("status") or ""), str(found.get("email_address") or "")
+        if not status or not emails.identity(email) or emails.subscriber_hash(email) != member_hash:
+            continue
         state = ledger.member_state(session, State, audience_id, member_hash, email)
         if status in REFUSED and state.status != status:
             shop.withdraw(extension, audience_id, email, status)

@@ -368,7 +368,7 @@ class SyncRunner:
         if not stale:
             return states
         self.read_again_left -= len(stale)
-        pull.read_again(self.extension, self.api, audience_id, stale)
+        pull.read_again(self.extension, self.api, audience_id, stale, must=False)
         return ledger.states_read(self.session, State, audience_id, hashes)
 
     def _archive_departed(self, audience_id: str) -> None:
