@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import emails
+from ..call_policy import is_transient
 from ..client import MailchimpApi
 from ..exceptions import MailchimpApiError
 from ..models import as_utc
@@ -166,14 +167,16 @@ def read_again(
 
     *must*: a member that cannot be read stops the caller (what it decides depends on
     it); otherwise that member is decided from what is known, as before. A reply that
-    cannot be this member's (no status, another address) is left out either way."""
+    cannot be this member's (no status, another address) is left out either way.
+    Mailchimp unavailable (after the client's retries) stops the caller either way, as
+    any other request would: trying each member in turn would hold the run for hours."""
     session, State = extension.db.session, extension.models.MemberState
     for member_hash in sorted(hashes):
         try:
             found = api.member(audience_id, member_hash) or {}
         except MailchimpApiError as error:
-            if must:
-                raise
+            if must or is_transient(error.status, titled=bool(error.title)):
+                raise  # Mailchimp unavailable: stop here, not after every member's retries
             log.warning("Mailchimp member %s not read again (%s)", member_hash, error)
             continue
         status, email = str(found.get("status") or ""), str(found.get("email_address") or "")
