@@ -8,6 +8,8 @@ to update, never to archive: they joined again on their own.
 
 from __future__ import annotations
 
+import re
+import threading
 from datetime import timedelta
 
 import pytest
@@ -24,6 +26,8 @@ from .hosts import sync as sync_host
 
 SUE = "  Sue@Mailbox.io "
 BEN_HASH = subscriber_hash("ben@mailbox.shop")
+DOWN_PEOPLE = ("ann@mailbox.shop", "ben@mailbox.shop", "cy@mailbox.shop")
+ONE_MEMBER = re.compile(r"/lists/[^/]+/members/[0-9a-f]{32}$")
 
 
 def long_ago(emulator, audience, email):
@@ -214,3 +218,44 @@ def test_an_odd_reply_to_reading_a_member_again_stops_nothing(
         listed = {i.email: (i.outcome, i.reason) for i in run_items(delivery_id=run.id)}
     assert listed["ben@mailbox.shop"] == ("blocked", "archived in Mailchimp")
     assert emulator.state.member(shared, "ben@mailbox.shop").merge_fields["FNAME"] == "Ben"
+
+
+@pytest.mark.parametrize("deliver", ["sync", "real time"])
+def test_reading_members_again_stops_when_mailchimp_is_down(app, db, emulator, shared, deliver):
+    """Three members someone archived in Mailchimp are read again before they are
+    reported; Mailchimp goes down at the first read. The run or delivery stops there,
+    as it does at any other request Mailchimp does not answer: it does not try every
+    kept-out member (up to 100) with all its retries, each a minute or more against a
+    Mailchimp that hangs, while its lock expires."""
+    from example_app import mailchimp
+
+    armed, down = threading.Event(), threading.Event()
+    member_reads: list[str] = []
+
+    @emulator.wsgi_app.before_request  # (set up before the emulator's first request)
+    def mailchimp_goes_down():
+        read = armed.is_set() and request.method == "GET" and ONE_MEMBER.search(request.path)
+        if read:
+            member_reads.append(request.path)
+            down.set()
+        return Response(status=503) if down.is_set() else None
+
+    app.config["MAILCHIMP_SYNC_MAX_RETRIES"] = 2
+    people = [add_customer(db, "Ann", "Archer", email) for email in DOWN_PEOPLE]
+    assert counts(sync()) == {"added": 3}
+    for email in DOWN_PEOPLE:
+        emulator.state.member(shared, email).archived = True
+    assert sync().state == "done"  # the pull notes them archived, by someone else
+
+    mailchimp.settings_store().get().realtime = deliver == "real time"
+    for person in people:
+        person.first_name = "Anne"
+    armed.set()
+    db.session.commit()
+    if deliver == "sync":
+        run = sync()
+    else:
+        wait_for_jobs(app)
+        run = db.session.query(mailchimp.models.Delivery).one()
+    assert len(member_reads) == 3, member_reads  # one member, its two retries: then stop
+    assert run.state == "failed"  # Mailchimp is unavailable: nothing was decided
