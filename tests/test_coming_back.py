@@ -259,3 +259,32 @@ def test_reading_members_again_stops_when_mailchimp_is_down(app, db, emulator, s
         run = db.session.query(mailchimp.models.Delivery).one()
     assert len(member_reads) == 3, member_reads  # one member, its two retries: then stop
     assert run.state == "failed"  # Mailchimp is unavailable: nothing was decided
+
+
+def test_a_member_the_shop_archived_who_then_unsubscribes_is_never_restored(db, emulator, shared):
+    """The shop archived Ben (his box went off); staff un-archived him and he then
+    unsubscribed; someone archived him again. Ticked again, he is reported blocked: the
+    shop's archive is long gone, and bringing him back (even as pending, with double
+    opt-in) would ask someone who unsubscribed to subscribe again."""
+    from example_app import mailchimp
+
+    mailchimp.settings_store().get().double_opt_in = True
+    ben = add_customer(db, "Ben", "Baker", "ben@mailbox.shop")
+    assert counts(sync()) == {"added": 1}
+    emulator.state.set_status(shared, "ben@mailbox.shop", "subscribed")  # confirmed
+    ben.preferences.accepts_marketing = False
+    db.session.commit()
+    assert counts(sync()) == {"archived": 1}
+    member = emulator.state.member(shared, "ben@mailbox.shop")
+    member.archived = False  # staff, by hand
+    emulator.state.set_status(shared, "ben@mailbox.shop", "unsubscribed")
+    assert sync().state == "done"  # the pull notes the unsubscribe
+    member.archived, member.last_changed = True, now()  # someone archives him again
+    assert sync().state == "done"  # and the pull notes that
+    before = len(emulator.state.requests)
+    ben.preferences.accepts_marketing = True
+    db.session.commit()
+    run = sync()
+    assert items(run)["ben@mailbox.shop"] == ("blocked", "archived in Mailchimp")
+    assert writes(emulator, before) == []
+    assert emulator.state.member(shared, "ben@mailbox.shop").status == "unsubscribed"

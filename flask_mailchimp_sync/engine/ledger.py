@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -159,19 +160,22 @@ def known(state: Any) -> Known | None:
     )
 
 
-def set_status(state: Any, status: str, email: str) -> None:
+def set_status(state: Any, status: str, email: str, *, when: datetime | None = None) -> None:
     """Note Mailchimp's status of a member (and when it changed).
 
     A member coming back (from unsubscribed, cleaned, transactional or archived to
     subscribed or pending) joined again on their own, or by the hand of someone in
-    Mailchimp: from then on the member is not the shop's to archive. (The shop's own
-    restore marks it the shop's again, after this.)"""
+    Mailchimp: from then on the member is not the shop's to archive. A member leaving
+    "archived" in any way is no longer the shop's archive: archived again later, it is
+    someone else's, and bringing it back could resubscribe someone who unsubscribed
+    meanwhile. (The shop's own archive and restore mark the member again, after this.)"""
     if state.status != status:
         if state.status is not None and state.status not in ACTIVE and status in ACTIVE:
             state.sent = False
+        if state.status == "archived":
             state.archived_by_shop = False
         state.status = status
-        state.status_changed_at = utcnow()
+        state.status_changed_at = when or utcnow()
     state.email = email
 
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import emails, signals
 from .._state import real_app
-from ..models import utcnow
 from . import ledger
 
 if TYPE_CHECKING:
@@ -101,9 +100,7 @@ def withdraw(
     ledger.link_unlinked(session, Link, audience_id, member_hash, [c for c in found if c[1]])
     state = member_state(extension, audience_id, email)
     news = state.status != status
-    if news:
-        state.status = status
-        state.status_changed_at = when or utcnow()
+    ledger.set_status(state, status, state.email, when=when)
     if news or turned_off:  # read again (windows overlap), it is not news
         signals.unsubscribe_received.send(
             real_app(), audience_id=audience_id, email=email, status=status, contacts=turned_off
