@@ -153,6 +153,24 @@ def test_upemail_onto_an_address_another_contact_has_is_left(app, client, emulat
     assert flag(app, "ben@mailbox.shop") is True and flag(app, "ben.baker@fastpost.net") is False
 
 
+def test_upemail_onto_an_address_a_contact_has_left_is_followed(app, client, emulator, hooked):
+    """Pat was last sent as the new address but has another one now (real time was off):
+    nobody has the new address, so Ben follows his member there."""
+    audience, url = hooked
+    with app.app_context():
+        from example_app import mailchimp
+        from example_app.models import db
+
+        pat = add_customer(db, "Pat", "Other", "ben.baker@fastpost.net", opted_in=False)
+        wait_for_jobs(app)  # delivered: Pat is linked to that address
+        mailchimp.settings_store().get().realtime = False
+        pat.email = "pat@mailbox.shop"
+        db.session.commit()
+    assert client.post(url, data=body(UPEMAIL, audience)).status_code == 200
+    assert flag(app, "ben@mailbox.shop") is None and flag(app, "ben.baker@fastpost.net") is True
+    assert flag(app, "pat@mailbox.shop") is False
+
+
 def test_profile_updates_names_only_when_the_option_is_on(app, client, emulator, hooked):
     from example_app.models import Customer, db
 

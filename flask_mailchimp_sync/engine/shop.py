@@ -109,10 +109,12 @@ def withdraw(
 
 
 def move_address(extension: MailchimpSync, audience_id: str, old: str, new: str) -> bool:
-    """The member changed address in Mailchimp: follow it, unless another contact has it."""
+    """The member changed address in Mailchimp: follow it, unless another contact has it
+    now (one last sent as that address but at another one since does not count)."""
     quietly(extension)
     session = extension.db.session
-    if any(shop_contacts(extension, audience_id, new)):
+    sources = sources_for(extension, audience_id)
+    if any(any(source.instances_with_email(session, new)) for source in sources):
         log.warning("Mailchimp moved a member to an address another shop contact has: left as is")
         return False
     moved = False
