@@ -501,6 +501,12 @@ class ConsentMachine(RuleBasedStateMachine):
         self.mailchimp_blocked.discard(uid)
         self.archived_by_others.discard(uid)
         self.outsiders[uid] = frozenset(member.tags)
+        # The person behind it said yes again: their refusal may still hold at a new
+        # address (until the extension reads the member again), or not.
+        ident = identity(member.email)
+        people = {ref for ref, linked in self.linked.items() if linked == ident}
+        self.blocked_people -= people
+        self.hidden_people |= people
         note(f"mailchimp: {member.email!r} comes back, subscribed")
 
     @rule(address=st.sampled_from(TYPED))
