@@ -6,12 +6,13 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from html import unescape
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, Response
 from flask_sqlalchemy import SQLAlchemy
 
 from flask_mailchimp_sync import MailchimpSync
@@ -280,3 +281,27 @@ def wait_until_quiet(emulator: Any, api_key: str, *, at_least: float, quiet: flo
             return
         assert now < deadline, "the emulator never went quiet"
         time.sleep(0.02)
+
+
+def hold_requests_at(emulator: Any, audience_id: str, count: int) -> Any:
+    """From the moment the audience holds *count* members, the emulator holds every
+    request, and answers them 503 once released: by then their sender is killed, so
+    nobody hears it (a kill timed by polling the count came late on a loaded machine).
+    Returns (the event set when *count* is reached, the release). Set up before the
+    emulator's first request."""
+    holding, reached, released = threading.Event(), threading.Event(), threading.Event()
+    holding.set()
+
+    @emulator.wsgi_app.before_request
+    def hold() -> Any:
+        if holding.is_set() and len(emulator.state.members(audience_id)) >= count:
+            reached.set()
+            released.wait(timeout=60)
+            return Response(status=503)
+        return None
+
+    def release() -> None:
+        holding.clear()
+        released.set()
+
+    return reached, release

@@ -8,12 +8,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from flask import Response
 
 from flask_mailchimp_sync.jobs import start_sync
 from flask_mailchimp_sync.testing import wait_for_jobs
@@ -22,6 +20,7 @@ from .helpers import (
     RedisServer,
     assert_mailchimp_matches_shop,
     connect_shop,
+    hold_requests_at,
     subprocess_env,
     sync,
 )
@@ -79,29 +78,15 @@ def test_a_worker_killed_mid_sync_and_restarted(app, emulator, mailchimp_account
             connect_shop(mailchimp_account.api_key, {"customer": audience, "consignor": audience})
             seed_shop(db, customers=3000, consignors=500)
             start_sync(mailchimp)
-        # Once 800 members are in, the run's next requests are held, then refused once
-        # its worker is dead (polling for the count let a loaded machine kill the worker
-        # only after the run had finished).
-        holding, enough, killed = threading.Event(), threading.Event(), threading.Event()
-        holding.set()
-
-        @emulator.wsgi_app.before_request
-        def stop_at_eight_hundred():
-            if holding.is_set() and len(emulator.state.members(audience)) >= 800:
-                enough.set()
-                killed.wait(timeout=60)
-                return Response(status=503)  # to a dead worker: nobody hears it
-            return None
-
+        reached, release = hold_requests_at(emulator, audience, 800)  # then the kill
         emulator.faults.latency = 0.2
         worker = subprocess.Popen([sys.executable, "-m", "flask", "mailchimp", "worker"], env=worker_env, cwd=ROOT,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        reached = enough.wait(timeout=60)
+        reached.wait(timeout=60)
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
-        holding.clear()
-        killed.set()
-        assert reached, "the run never reached 800 members"
+        release()
+        assert reached.is_set(), "the run never reached 800 members"
         emulator.faults.latency = 0
         assert 0 < len(emulator.state.members(audience)) < 3000
         time.sleep(1.2)  # the dead worker's locks expire

@@ -5,11 +5,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from flask import Response
 
 from flask_mailchimp_sync.testing import wait_for_jobs
 
@@ -20,6 +18,7 @@ from .helpers import (
     connect_shop,
     csrf_token,
     free_port,
+    hold_requests_at,
     items,
     subprocess_env,
     wait_until_quiet,
@@ -176,19 +175,7 @@ def test_a_sync_killed_midway_is_finished_by_the_next_run(app, emulator, mailchi
 
         connect_shop(mailchimp_account.api_key, {"customer": audience})
         add_opted_in_customers(db, 3000)
-    # Once 1,000 members are in, the run's next adds are held, then refused once it is
-    # dead (polling for the count let a loaded machine kill it only after all 3,000).
-    holding, enough, killed = threading.Event(), threading.Event(), threading.Event()
-    holding.set()
-
-    @emulator.wsgi_app.before_request
-    def stop_at_a_thousand():
-        if holding.is_set() and len(emulator.state.members(audience)) >= 1000:
-            enough.set()
-            killed.wait(timeout=60)
-            return Response(status=503)  # to a dead process: nobody hears it
-        return None
-
+    reached, release = hold_requests_at(emulator, audience, 1000)  # then the kill
     emulator.faults.latency = 0.3
     process = subprocess.Popen(
         [sys.executable, "-m", "flask", "mailchimp", "sync"],
@@ -197,12 +184,11 @@ def test_a_sync_killed_midway_is_finished_by_the_next_run(app, emulator, mailchi
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    reached = enough.wait(timeout=60)
+    reached.wait(timeout=60)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=10)
-    holding.clear()
-    killed.set()
-    assert reached, "the run never reached 1,000 members"
+    release()
+    assert reached.is_set(), "the run never reached 1,000 members"
     emulator.faults.latency = 0
     # the dead run's lock expires, and requests it had in flight land (they count below)
     wait_until_quiet(emulator, mailchimp_account.api_key, at_least=1.2)
